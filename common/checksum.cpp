@@ -1,0 +1,39 @@
+#include "common/checksum.hpp"
+
+#include <xxhash.h>
+
+#include <vector>
+
+#include "common/codec.hpp"
+
+namespace ckpt {
+
+uint64_t Checksum64(const void* data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t Checksum64(std::span<const uint8_t> data) { return XXH3_64bits(data.data(), data.size()); }
+
+uint64_t ComposeSegmentChecksum(uint64_t size, std::span<const uint64_t> block_sums) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  uint8_t buf[8];
+  store_le64(buf, size);
+  XXH3_64bits_update(st, buf, 8);
+  for (uint64_t s : block_sums) {
+    store_le64(buf, s);
+    XXH3_64bits_update(st, buf, 8);
+  }
+  uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  return h;
+}
+
+uint64_t SegmentChecksum(const void* data, uint64_t size) {
+  std::vector<uint64_t> sums;
+  auto* p = static_cast<const uint8_t*>(data);
+  for (uint64_t off = 0; off < size; off += kBlockSize) {
+    uint64_t n = size - off < kBlockSize ? size - off : kBlockSize;
+    sums.push_back(Checksum64(p + off, n));
+  }
+  return ComposeSegmentChecksum(size, sums);
+}
+
+}  // namespace ckpt

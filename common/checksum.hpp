@@ -1,0 +1,26 @@
+// Checksums (XXH3-64 from libxxhash).
+//
+// A segment's version checksum is *block-composed* so a delta commit re-hashes only what it touched:
+//   block_sum(i)   = XXH3-64(bytes of block i)           blocks of kBlockSize, the last one short
+//   segment_sum    = XXH3-64(le64(size) || le64(block_sum(0)) || ... || le64(block_sum(n-1)))
+// Wire messages and disk records use plain XXH3-64 over their bytes (see PROTOCOL.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace ckpt {
+
+inline constexpr uint64_t kBlockSize = 64 * 1024;
+
+uint64_t Checksum64(const void* data, size_t len);
+uint64_t Checksum64(std::span<const uint8_t> data);
+
+// Combines per-block sums into the segment checksum defined above.
+uint64_t ComposeSegmentChecksum(uint64_t size, std::span<const uint64_t> block_sums);
+
+// Segment checksum of a flat buffer (reference implementation; tests and small segments).
+uint64_t SegmentChecksum(const void* data, uint64_t size);
+
+}  // namespace ckpt

@@ -1,0 +1,105 @@
+// SegmentStore: the only code that touches segment bytes on disk or in shared memory.
+//
+// Layout under the state directory (one directory per segment, name validated by the caller):
+//   <state>/segments/<name>/meta                 SegmentMeta record
+//   <state>/segments/<name>/<epoch>-<seq>.full   a whole version
+//   <state>/segments/<name>/<epoch>-<seq>.delta  ranges on top of a base version (named inside)
+// Every file is one record: a versioned little-endian header (magic, format version, kind, lengths)
+// and an XXH3-64 checksum over header and payload; the version's segment checksum
+// (common/checksum.hpp) is stored too and verified when the version is rebuilt.  Files are written
+// to a temporary name, fsync'ed when `fsync` is true, renamed into place, and the directory
+// fsync'ed.  A file that fails any check is renamed to *.corrupt, counted, and never served; the
+// versions that depend on it are dropped (another holder's copy is used instead).
+// Deltas are compacted: when the chain since the last full file grows past the segment size,
+// PutDelta writes a full file instead.
+//
+// Global directory (optional, e.g. a shared mount): <global>/<name>.ckpt holds the latest full
+// version plus its meta, written atomically; used by pull when no holder is reachable.
+//
+// Local storage: <shm_dir>/<name> is the owner application's working copy, a plain file on tmpfs
+// that libckpt maps MAP_SHARED.  InstallLocal writes a temporary file and renames it, so the
+// application sees the old or the new version, never a mix.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/segment_meta.hpp"
+#include "common/status.hpp"
+#include "common/version.hpp"
+#include "store/block_image.hpp"
+
+namespace ckpt {
+
+struct ByteRange {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct StoredVersion {
+  Version version;
+  BlockImage image;
+  uint64_t stored_unix_ms = 0;
+};
+
+struct LoadedSegment {
+  SegmentMeta meta;
+  std::vector<StoredVersion> versions;  // oldest first; verified against their checksums
+};
+
+struct StoreOptions {
+  std::string state_dir;   // required
+  std::string global_dir;  // "" = none
+  std::string shm_dir;     // local storage for owners, e.g. /dev/shm/ckpt
+};
+
+struct StoreCounters {
+  uint64_t corrupt_files = 0;  // files found damaged (renamed *.corrupt)
+  uint64_t files_written = 0;
+  uint64_t bytes_written = 0;
+};
+
+class SegmentStore {
+ public:
+  // Creates the directories if needed.  Errors: kIo.
+  static Result<std::unique_ptr<SegmentStore>> Open(const StoreOptions& options);
+  virtual ~SegmentStore() = default;
+
+  // Rebuilds every segment found under the state directory (startup).  Damaged files are
+  // quarantined and counted; a segment with no intact version is returned with no versions.
+  virtual Result<std::vector<LoadedSegment>> LoadAll() = 0;
+
+  virtual Status PutMeta(const SegmentMeta& meta, bool fsync) = 0;
+  virtual Status PutFull(const std::string& name, Version v, const BlockImage& image,
+                         bool fsync) = 0;
+  // Stores v as `ranges` of `image` (which is version v) on top of `base`, which must be stored.
+  virtual Status PutDelta(const std::string& name, Version v, Version base,
+                          const std::vector<ByteRange>& ranges, const BlockImage& image,
+                          bool fsync) = 0;
+  // Drops stored versions older than `keep_from` (files a kept version depends on stay).
+  virtual Status Prune(const std::string& name, Version keep_from) = 0;
+  // Removes the segment's directory (and its global copy when `global` is true).
+  virtual Status DropSegment(const std::string& name, bool global) = 0;
+
+  virtual bool has_global() const = 0;
+  virtual Status PutGlobal(const SegmentMeta& meta, Version v, const BlockImage& image) = 0;
+  // nullopt when no global copy exists; kCorrupt when it fails its checksum.
+  virtual Result<std::optional<LoadedSegment>> LoadGlobal(const std::string& name) = 0;
+
+  // Local storage for the owner application.
+  virtual std::string LocalPath(const std::string& name) const = 0;
+  // Atomically replaces the local storage with `image`, owned by uid/gid with `mode`.
+  virtual Status InstallLocal(const std::string& name, const BlockImage& image, uint32_t uid,
+                              uint32_t gid, uint32_t mode) = 0;
+  // Creates a zero-filled local storage file if none exists (or none of the right size).
+  virtual Status EnsureLocal(const std::string& name, uint64_t size, uint32_t uid, uint32_t gid,
+                             uint32_t mode) = 0;
+  virtual Status RemoveLocal(const std::string& name) = 0;
+
+  virtual StoreCounters counters() const = 0;
+};
+
+}  // namespace ckpt
