@@ -1,5 +1,6 @@
 #include "common/checksum.hpp"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
 #include <vector>
@@ -11,8 +12,17 @@ namespace ckpt {
 uint64_t Checksum64(const void* data, size_t len) { return XXH3_64bits(data, len); }
 uint64_t Checksum64(std::span<const uint8_t> data) { return XXH3_64bits(data.data(), data.size()); }
 
+uint64_t Checksum64Concat(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+  XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  XXH3_64bits_update(&st, a.data(), a.size());
+  XXH3_64bits_update(&st, b.data(), b.size());
+  return XXH3_64bits_digest(&st);
+}
+
 uint64_t ComposeSegmentChecksum(uint64_t size, std::span<const uint64_t> block_sums) {
-  XXH3_state_t* st = XXH3_createState();
+  XXH3_state_t state;
+  XXH3_state_t* st = &state;
   XXH3_64bits_reset(st);
   uint8_t buf[8];
   store_le64(buf, size);
@@ -21,9 +31,7 @@ uint64_t ComposeSegmentChecksum(uint64_t size, std::span<const uint64_t> block_s
     store_le64(buf, s);
     XXH3_64bits_update(st, buf, 8);
   }
-  uint64_t h = XXH3_64bits_digest(st);
-  XXH3_freeState(st);
-  return h;
+  return XXH3_64bits_digest(st);
 }
 
 uint64_t SegmentChecksum(const void* data, uint64_t size) {

@@ -16,6 +16,8 @@ inline constexpr uint64_t kBlockSize = 64 * 1024;
 
 uint64_t Checksum64(const void* data, size_t len);
 uint64_t Checksum64(std::span<const uint8_t> data);
+// XXH3-64 of the concatenation a || b, without building it.
+uint64_t Checksum64Concat(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
 // Combines per-block sums into the segment checksum defined above.
 uint64_t ComposeSegmentChecksum(uint64_t size, std::span<const uint64_t> block_sums);

@@ -45,6 +45,7 @@ struct EngineConfig {
   uint64_t max_total_bytes = 1ull << 36;
   uint32_t chunk_bytes = 1u << 20;    // payload per DATA message (<= 1 MiB)
   bool has_global_dir = false;
+  std::string shm_dir = "/dev/shm/ckpt";  // must match the store's local storage directory
   uint32_t default_pull_timeout_ms = 60000;
   uint32_t default_sync_timeout_ms = 30000;
 };

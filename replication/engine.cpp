@@ -1,0 +1,2051 @@
+// The replication protocol, in one place (PROTOCOL.md has the message layouts).
+//
+// All ckptd daemons join one CPG group.  CPG delivers every message to every member in one total
+// order (AGREED), and every member sees the same membership changes at the same point of that
+// order.  The engine builds on exactly that:
+//
+// CATALOG.  Every member keeps the same catalog: per segment its parameters, ownership epoch, owner,
+// latest version and, per holder node, the newest version that node acknowledged.  Catalog changes
+// are messages (CLAIM, RELEASE, DELETE, ACK, DATA headers) applied by every member at the same
+// point of the order, so catalogs stay identical without a coordinator.
+//
+// JOIN / MERGE.  At a confchg with joined members, every member publishes NODE_INFO (its name and
+// whether it may hold replicas), every member clears the holder records of the joined nodes, and
+// catalog state is re-published by CATALOG messages: by each joined node (what it loaded from disk
+// or knew before a partition) and by the lowest nodeid of each previous sub-membership still
+// present.  Merging a CATALOG entry is a join-semilattice: the higher epoch wins the metadata,
+// latest and per-holder versions take the maximum.  So the order in which sync messages and
+// ordinary traffic interleave after the confchg does not matter, and two partitions that heal
+// converge on the side with the higher epoch.
+//
+// OWNERSHIP.  Ownership changes only by CLAIM, a compare-and-swap applied in total order: it wins
+// iff the catalog's epoch equals the claim's expected epoch, and then the epoch grows.  Two
+// concurrent pulls therefore resolve the same way everywhere: the first claim delivered wins, the
+// second finds a newer epoch and fails with CKPT_ERR_CONFLICT.  The previous owner, on seeing the
+// claim, fences its writer (CKPT_ERR_FENCED); holders accept DATA only from the catalog owner at
+// the catalog epoch, so a stale owner's writes are dropped and counted.
+//
+// REPLICATION.  The owner chooses R targets by rendezvous hashing XXH3(name, nodeid) over live
+// eligible members other than itself: every member computes the same set.  It multicasts versions
+// as transfers of DATA chunks (<= chunk_bytes of payload each), generated lazily within the send
+// budget given to TakeReady.  A target whose acknowledged-or-sent version is a recent base gets a
+// delta (the union of ranges committed since); any other gets a full copy.  Receivers reassemble a
+// transfer (chunks of one sender arrive in order), apply it copy-on-write to their base version,
+// verify the segment checksum, persist, and only then multicast ACK.  NeedFull/Failed acks make
+// the owner send a full copy.  When a target leaves, the next node in hash order becomes a target
+// and is brought up to date, restoring R copies.
+//
+// PULL.  A node that wants a segment checks the catalog for live holders; none (and no global
+// copy) means CKPT_NO_CHECKPOINT.  Otherwise it CLAIMs; once the claim is delivered it picks the
+// newest version among live holders (itself first: a local restore moves no bytes), FETCHes it
+// from that holder (a full transfer addressed to it), verifies it, persists it, installs it
+// atomically in local storage, and continues as owner.
+//
+// Invariants (asserted where cheap): a segment's local versions are strictly increasing; the
+// owner's latest local version is the catalog latest; an ACK is emitted only after the store op
+// that wrote the version completed successfully.
+
+#include "replication/engine.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+
+#include "common/checksum.hpp"
+#include "common/ipc_messages.hpp"
+#include "common/names.hpp"
+#include "replication/messages.hpp"
+
+namespace ckpt::repl {
+namespace {
+
+constexpr size_t kMaxCatalogMessageBytes = 256 * 1024;
+constexpr size_t kMaxHistoryEntries = 256;
+constexpr uint64_t kFetchTimeoutMs = 30000;
+constexpr uint64_t kReadCacheTtlMs = 30000;
+constexpr uint32_t kListPageMax = 512;
+
+uint64_t RendezvousScore(const std::string& name, uint32_t nodeid) {
+  uint8_t id[4];
+  store_le32(id, nodeid);
+  return Checksum64Concat({reinterpret_cast<const uint8_t*>(name.data()), name.size()}, {id, 4});
+}
+
+std::vector<ByteRange> MergeRanges(std::vector<ByteRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+  std::vector<ByteRange> out;
+  for (const ByteRange& r : ranges) {
+    if (r.length == 0) continue;
+    if (!out.empty() && r.offset <= out.back().offset + out.back().length) {
+      uint64_t end = std::max(out.back().offset + out.back().length, r.offset + r.length);
+      out.back().length = end - out.back().offset;
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+uint64_t TotalBytes(const std::vector<ByteRange>& ranges) {
+  uint64_t n = 0;
+  for (auto& r : ranges) n += r.length;
+  return n;
+}
+
+}  // namespace
+
+struct LocalCopy {
+  Version version;
+  BlockImage image;
+  bool persisted = false;  // the store holds it (a base for PutDelta)
+};
+
+// An outgoing transfer: a snapshot and a cursor over its ranges.
+struct Transfer {
+  DataHeader header;
+  BlockImage snapshot;
+  std::vector<ByteRange> ranges;
+  size_t range_index = 0;
+  uint64_t range_offset = 0;
+};
+
+// An incoming transfer being reassembled.
+struct Inbound {
+  bool ignore = false;
+  DataHeader header;
+  BlockImage image;
+  std::vector<ByteRange> ranges;  // what the pieces covered (for delta persistence)
+  uint32_t next_chunk = 0;
+};
+
+struct Waiter {  // a client waiting for R acknowledgements
+  uint64_t conn_id = 0;
+  int32_t op = 0;
+  std::string name;
+  Version version;
+  uint64_t deadline_ms = 0;
+  bool release_after = false;  // ckpt_release: send RELEASE when satisfied
+};
+
+struct Segment {
+  CatalogEntry cat;                  // replicated catalog state
+  std::deque<LocalCopy> local;       // versions held here, oldest first
+  bool meta_persisted = false;
+  bool local_installed = false;      // shm file written since this ckptd started
+  // Owner state (cat.owner == self).
+  std::deque<std::pair<Version, std::vector<ByteRange>>> history;  // recent commits
+  std::map<uint32_t, Version> sent;  // per target: newest version queued to it
+  std::set<uint32_t> force_full;     // targets that asked for a full copy
+  bool xfer_active = false;
+  uint64_t writer_handle = 0;        // 0 = no open writer
+  bool global_dirty = false;
+};
+
+struct Handle {
+  uint64_t conn_id = 0;
+  std::string name;
+  uint64_t epoch = 0;
+  bool fenced = false;
+  Status async_error;
+  std::vector<std::pair<ByteRange, std::vector<uint8_t>>> staged;  // multi-part commit
+};
+
+// A client operation that spans messages (pull, open with create/pull, delete, read).
+struct Pending {
+  enum Kind { kPull, kOpen, kDelete, kRead } kind = kPull;
+  enum Stage { kClaiming, kFetching, kInstalling, kGlobal } stage = kClaiming;
+  Caller caller;
+  int32_t op = 0;
+  std::string name;
+  uint64_t deadline_ms = 0;
+  ipc::OpenReq open;  // kOpen
+  ipc::ReadReq read;  // kRead
+  std::set<uint32_t> tried;
+  Version want;
+  uint32_t fetch_from = 0;
+  uint64_t fetch_deadline_ms = 0;
+  int tokens_outstanding = 0;
+  Status store_status;
+  std::optional<LoadedSegment> global;  // kGlobal
+};
+
+struct Engine::Impl {
+  EngineConfig cfg;
+  EngineCounters counters;
+  uint64_t now_ms = 0;
+  bool joined = false;
+  std::map<uint32_t, std::set<uint32_t>> members;  // nodeid -> pids
+  struct NodeRecord {
+    std::string name;
+    bool eligible = false;
+    bool known = false;
+  };
+  std::map<uint32_t, NodeRecord> nodes;
+  std::map<std::string, Segment> segs;
+  std::map<uint64_t, Handle> handles;
+  uint64_t next_handle = 1;
+  uint32_t next_request = 1;
+  uint32_t next_xfer = 1;
+  uint64_t next_token = 1;
+  std::map<uint32_t, Pending> pending;             // request_id -> op
+  std::map<uint64_t, uint32_t> token_to_request;   // store token -> pending request
+  struct AckAfterStore {
+    std::string name;
+    Version version;
+    bool is_fetch = false;
+    uint32_t request_id = 0;
+  };
+  std::map<uint64_t, AckAfterStore> token_to_ack;
+  std::map<std::pair<uint32_t, uint32_t>, Inbound> inbound;  // (sender, xfer) -> state
+  std::deque<Transfer> outgoing;
+  std::vector<Waiter> waiters;
+  struct CachedRead {
+    Version version;
+    BlockImage image;
+    uint64_t expires_ms = 0;
+  };
+  std::map<std::string, CachedRead> read_cache;
+  std::map<std::string, std::string> published_attrs;
+  std::set<std::string> attr_dirty;
+  Ready ready;  // accumulating outputs
+
+  explicit Impl(EngineConfig c) : cfg(std::move(c)) {
+    nodes[cfg.self_nodeid] = {cfg.node_name, cfg.eligible, true};
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  bool live(uint32_t nodeid) const { return members.count(nodeid) != 0; }
+  uint32_t self() const { return cfg.self_nodeid; }
+  std::string node_name(uint32_t id) const {
+    auto it = nodes.find(id);
+    return it != nodes.end() && it->second.known ? it->second.name : "node" + std::to_string(id);
+  }
+
+  Segment* find(const std::string& name) {
+    auto it = segs.find(name);
+    return it == segs.end() ? nullptr : &it->second;
+  }
+  Segment* find_live(const std::string& name) {
+    Segment* s = find(name);
+    return s && !s->cat.deleted ? s : nullptr;
+  }
+
+  static SegmentMeta MetaOf(const CatalogEntry& c) {
+    SegmentMeta m;
+    m.name = c.name;
+    m.size = c.size;
+    m.uid = c.uid;
+    m.gid = c.gid;
+    m.mode = c.mode;
+    m.replicas = c.replicas;
+    m.versions_kept = c.versions_kept;
+    m.durability = c.durability;
+    m.epoch = c.epoch;
+    m.owner_nodeid = c.owner;
+    return m;
+  }
+
+  Version holder_version(const Segment& s, uint32_t node) const {
+    for (auto& h : s.cat.holders)
+      if (h.nodeid == node) return h.version;
+    return {};
+  }
+  void set_holder(Segment& s, uint32_t node, Version v) {
+    for (auto& h : s.cat.holders) {
+      if (h.nodeid == node) {
+        if (v > h.version) h.version = v;
+        attr_dirty.insert(s.cat.name);
+        return;
+      }
+    }
+    s.cat.holders.push_back({node, v});
+    attr_dirty.insert(s.cat.name);
+  }
+  void clear_holder(Segment& s, uint32_t node) {
+    std::erase_if(s.cat.holders, [&](const HolderEntry& h) { return h.nodeid == node; });
+    attr_dirty.insert(s.cat.name);
+  }
+
+  std::vector<uint32_t> targets(const Segment& s) const {
+    std::vector<std::pair<uint64_t, uint32_t>> cands;
+    for (auto& [id, pids] : members) {
+      if (id == s.cat.owner) continue;
+      auto it = nodes.find(id);
+      if (it == nodes.end() || !it->second.known || !it->second.eligible) continue;
+      cands.push_back({RendezvousScore(s.cat.name, id), id});
+    }
+    std::sort(cands.begin(), cands.end(), std::greater<>());
+    std::vector<uint32_t> out;
+    for (size_t i = 0; i < cands.size() && i < s.cat.replicas; i++) out.push_back(cands[i].second);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  uint32_t eligible_peers(const Segment& s) const {
+    uint32_t n = 0;
+    for (auto& [id, pids] : members) {
+      if (id == s.cat.owner) continue;
+      auto it = nodes.find(id);
+      if (it != nodes.end() && it->second.known && it->second.eligible) n++;
+    }
+    return n;
+  }
+  // Live nodes other than the owner whose acknowledged version is >= v.
+  uint32_t copies_at_least(const Segment& s, Version v) const {
+    uint32_t n = 0;
+    for (auto& h : s.cat.holders)
+      if (h.nodeid != s.cat.owner && live(h.nodeid) && h.version >= v) n++;
+    return n;
+  }
+
+  bool permitted(const Caller& c, const CatalogEntry& e, bool write) const {
+    if (c.uid == 0 || c.uid == e.uid) return true;
+    uint32_t bit = write ? 2 : 4;
+    if (c.gid == e.gid && (e.mode & (bit << 3))) return true;
+    return (e.mode & bit) != 0;
+  }
+
+  uint64_t bytes_held() const {
+    uint64_t n = 0;
+    for (auto& [name, s] : segs)
+      if (!s.local.empty()) n += s.cat.size;
+    return n;
+  }
+
+  uint64_t token_for(uint32_t request_id) {
+    uint64_t t = next_token++;
+    token_to_request[t] = request_id;
+    pending[request_id].tokens_outstanding++;
+    return t;
+  }
+
+  std::string local_path(const std::string& name) const { return cfg.shm_dir + "/" + name; }
+
+  // ---- outputs ------------------------------------------------------------------------------
+
+  template <class T> void send(const T& msg) { ready.sends.push_back(Encode(msg)); }
+
+  template <class T> void reply(uint64_t conn, int32_t op, const Status& st, const T& body) {
+    ready.replies.push_back({conn, op, ipc::EncodeResponse(st, body)});
+  }
+  void reply_status(uint64_t conn, int32_t op, const Status& st) {
+    reply(conn, op, st, ipc::EmptyMsg{});
+  }
+  void async_error(const Handle& h, uint64_t handle, const Status& st) {
+    ipc::AsyncErrorEvent ev{handle, st.c_code(), st.ToString()};
+    ready.events.push_back({h.conn_id, ipc::kAsyncError, ipc::EncodeResponse(st, ev)});
+  }
+
+  void store_op(StoreOp op) { ready.store_ops.push_back(std::move(op)); }
+
+  void persist_meta(Segment& s, uint64_t token = 0) {
+    StoreOp op;
+    op.kind = StoreOp::kPutMeta;
+    op.meta = MetaOf(s.cat);
+    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
+    op.token = token;
+    store_op(std::move(op));
+    s.meta_persisted = true;
+  }
+
+  // Stores local copy `idx` of s (full, or delta on the previous persisted copy).
+  void persist_version(Segment& s, size_t idx, const std::vector<ByteRange>* ranges,
+                       uint64_t token) {
+    LocalCopy& c = s.local[idx];
+    StoreOp op;
+    op.meta.name = s.cat.name;
+    op.version = c.version;
+    op.image = c.image;
+    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
+    op.token = token;
+    if (ranges && idx > 0 && s.local[idx - 1].persisted) {
+      op.kind = StoreOp::kPutDelta;
+      op.base = s.local[idx - 1].version;
+      op.ranges = *ranges;
+    } else {
+      op.kind = StoreOp::kPutFull;
+    }
+    store_op(std::move(op));
+    c.persisted = true;  // optimistic; a failed store op clears it (see OnStoreDone)
+  }
+
+  void trim_local(Segment& s) {
+    size_t keep = std::max<uint32_t>(1, s.cat.versions_kept);
+    if (s.local.size() <= keep) return;
+    while (s.local.size() > keep) s.local.pop_front();
+    StoreOp op;
+    op.kind = StoreOp::kPrune;
+    op.meta.name = s.cat.name;
+    op.version = s.local.front().version;
+    store_op(std::move(op));
+  }
+
+  void drop_local(Segment& s, bool remove_global) {
+    if (!s.local.empty() || s.meta_persisted) {
+      StoreOp op;
+      op.kind = StoreOp::kDropSegment;
+      op.meta.name = s.cat.name;
+      op.fsync = remove_global;
+      store_op(std::move(op));
+    }
+    s.local.clear();
+    s.meta_persisted = false;
+    s.history.clear();
+    s.sent.clear();
+    s.force_full.clear();
+    attr_dirty.insert(s.cat.name);
+  }
+
+  // This node stops being the owner of s (claim by another node, merge, delete, release).
+  void lose_ownership(Segment& s, const Status& why) {
+    s.history.clear();
+    s.sent.clear();
+    s.force_full.clear();
+    std::erase_if(outgoing, [&](const Transfer& t) {
+      return t.header.name == s.cat.name && t.header.kind == uint8_t(DataKind::kReplicate);
+    });
+    s.xfer_active = false;
+    if (s.writer_handle) {
+      auto it = handles.find(s.writer_handle);
+      if (it != handles.end()) it->second.fenced = true;
+    }
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      if (it->name == s.cat.name) {
+        reply_status(it->conn_id, it->op, why);
+        it = waiters.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // ---- catalog ------------------------------------------------------------------------------
+
+  // Join of a catalog entry from a peer into ours (see the header comment).
+  void merge(const CatalogEntry& in, uint32_t from) {
+    Status st = ValidateSegmentName(in.name);
+    if (!st.ok() || in.size > cfg.max_segment_bytes || in.replicas == 0) {
+      counters.messages_dropped++;
+      return;
+    }
+    auto [it, inserted] = segs.try_emplace(in.name);
+    Segment& s = it->second;
+    if (inserted) {
+      s.cat = in;
+      s.cat.holders.clear();
+    } else if (in.epoch > s.cat.epoch ||
+               (in.epoch == s.cat.epoch && in.owner != s.cat.owner &&
+                (in.latest > s.cat.latest ||
+                 (in.latest == s.cat.latest && in.owner > s.cat.owner)))) {
+      bool was_owner = s.cat.owner == self();
+      std::vector<HolderEntry> holders = std::move(s.cat.holders);
+      Version latest = std::max(s.cat.latest, in.latest);
+      s.cat = in;
+      s.cat.holders = std::move(holders);
+      s.cat.latest = in.deleted ? Version{} : latest;
+      if (was_owner && s.cat.owner != self())
+        lose_ownership(s, Err(Code::kFenced, "segment '" + in.name + "' is owned by " +
+                                                 node_name(s.cat.owner) + " now"));
+      if (s.cat.deleted) {
+        s.cat.holders.clear();
+        drop_local(s, false);
+        return;
+      }
+    } else if (in.epoch == s.cat.epoch) {
+      s.cat.latest = std::max(s.cat.latest, in.latest);
+    }
+    if (s.cat.deleted) return;
+    for (auto& h : in.holders)
+      if (h.nodeid != self()) set_holder(s, h.nodeid, h.version);
+    attr_dirty.insert(in.name);
+  }
+
+  CatalogEntry entry_for_sync(const Segment& s) const {
+    CatalogEntry e = s.cat;
+    // Our own holdings are reported from local truth.
+    std::erase_if(e.holders, [&](const HolderEntry& h) { return h.nodeid == self(); });
+    if (!s.local.empty() && !s.local.back().version.empty() &&
+        !(s.cat.owner == self() && s.local.back().version.seq == 0 &&
+          s.local.size() == 1 && !s.local.back().persisted))
+      e.holders.push_back({self(), s.local.back().version});
+    return e;
+  }
+
+  void send_catalog() {
+    CatalogMsg msg;
+    size_t bytes = 0;
+    for (auto& [name, s] : segs) {
+      msg.entries.push_back(entry_for_sync(s));
+      bytes += 128 + name.size() + 24 * msg.entries.back().holders.size();
+      if (bytes >= kMaxCatalogMessageBytes) {
+        send(msg);
+        msg.entries.clear();
+        bytes = 0;
+      }
+    }
+    if (!msg.entries.empty()) send(msg);
+  }
+
+  // ---- replication (owner side) -------------------------------------------------------------
+
+  bool is_owner(const Segment& s) const {
+    return !s.cat.deleted && s.cat.owner == self() && !s.local.empty();
+  }
+  // The owner's initial zero version before the first commit is not a checkpoint.
+  static bool has_checkpoint(const Segment& s) {
+    return !s.local.empty() && s.local.back().version.seq > 0;
+  }
+
+  void schedule(Segment& s) {
+    if (!joined || !is_owner(s) || s.xfer_active || !has_checkpoint(s)) return;
+    const LocalCopy& latest = s.local.back();
+    std::vector<uint32_t> tg = targets(s);
+    std::erase_if(s.sent, [&](auto& kv) {
+      return std::find(tg.begin(), tg.end(), kv.first) == tg.end();
+    });
+    std::map<Version, std::vector<uint32_t>> by_base;  // current version -> targets
+    std::vector<uint32_t> need_full;
+    for (uint32_t t : tg) {
+      Version cur = std::max(s.sent[t], holder_version(s, t));
+      if (s.force_full.count(t)) cur = s.sent[t];
+      if (cur >= latest.version) continue;
+      bool delta_ok = !cur.empty() && cur.epoch == latest.version.epoch && !s.history.empty() &&
+                      s.history.front().first <= Version{cur.epoch, cur.seq + 1};
+      if (delta_ok)
+        by_base[cur].push_back(t);
+      else
+        need_full.push_back(t);
+    }
+    Transfer x;
+    x.header.name = s.cat.name;
+    x.header.xfer_id = next_xfer++;
+    x.header.version = latest.version;
+    x.header.size = s.cat.size;
+    x.header.checksum = latest.image.checksum();
+    x.header.kind = uint8_t(DataKind::kReplicate);
+    x.snapshot = latest.image;
+    if (!by_base.empty()) {
+      auto best = std::max_element(by_base.begin(), by_base.end(), [](auto& a, auto& b) {
+        return a.second.size() < b.second.size() ||
+               (a.second.size() == b.second.size() && a.first < b.first);
+      });
+      std::vector<ByteRange> ranges;
+      for (auto& [v, r] : s.history)
+        if (v > best->first) ranges.insert(ranges.end(), r.begin(), r.end());
+      ranges = MergeRanges(std::move(ranges));
+      if (TotalBytes(ranges) < s.cat.size) {
+        x.header.base = best->first;
+        x.header.targets = best->second;
+        x.ranges = std::move(ranges);
+        counters.delta_transfers_sent++;
+      } else {
+        need_full.insert(need_full.end(), best->second.begin(), best->second.end());
+      }
+    }
+    if (x.header.targets.empty()) {
+      if (need_full.empty()) return;
+      x.header.targets = need_full;
+      x.ranges = {{0, s.cat.size}};
+      counters.full_transfers_sent++;
+    }
+    std::sort(x.header.targets.begin(), x.header.targets.end());
+    uint64_t total = TotalBytes(x.ranges);
+    x.header.chunk_count =
+        static_cast<uint32_t>(std::max<uint64_t>(1, (total + cfg.chunk_bytes - 1) / cfg.chunk_bytes));
+    for (uint32_t t : x.header.targets) {
+      s.sent[t] = latest.version;
+      if (x.header.base.empty()) s.force_full.erase(t);
+    }
+    s.xfer_active = true;
+    outgoing.push_back(std::move(x));
+  }
+
+  void schedule_all() {
+    for (auto& [name, s] : segs) schedule(s);
+  }
+
+  // Emits the next chunk of `x`; returns true when the transfer is complete.
+  bool emit_chunk(Transfer& x) {
+    std::vector<DataPiece> pieces;
+    std::vector<uint8_t> scratch;
+    uint64_t budget = cfg.chunk_bytes;
+    // Gather up to chunk_bytes of pieces; pieces never cross a block boundary.
+    std::vector<std::pair<uint64_t, uint64_t>> spans;  // (offset, length)
+    while (budget > 0 && x.range_index < x.ranges.size()) {
+      const ByteRange& r = x.ranges[x.range_index];
+      uint64_t off = r.offset + x.range_offset;
+      uint64_t n = std::min(budget, r.length - x.range_offset);
+      spans.push_back({off, n});
+      budget -= n;
+      x.range_offset += n;
+      if (x.range_offset == r.length) {
+        x.range_index++;
+        x.range_offset = 0;
+      }
+    }
+    uint64_t total = 0;
+    for (auto& [o, n] : spans) total += n;
+    scratch.resize(total);
+    uint64_t pos = 0;
+    for (auto& [o, n] : spans) {
+      x.snapshot.Read(o, {scratch.data() + pos, n});
+      pieces.push_back({o, {scratch.data() + pos, n}});
+      pos += n;
+    }
+    ready.sends.push_back(EncodeData(x.header, pieces));
+    counters.payload_bytes_sent += total;
+    x.header.chunk_index++;
+    return x.header.chunk_index >= x.header.chunk_count;
+  }
+
+  void finish_transfer(const Transfer& x) {
+    if (x.header.kind != uint8_t(DataKind::kReplicate)) return;
+    Segment* s = find_live(x.header.name);
+    if (!s) return;
+    s->xfer_active = false;
+    schedule(*s);
+  }
+
+  void fill_sends(size_t budget) {
+    size_t used = 0;
+    while (!outgoing.empty() && used < budget) {
+      Transfer x = std::move(outgoing.front());
+      outgoing.pop_front();
+      size_t before = ready.sends.size();
+      bool done = emit_chunk(x);
+      used += ready.sends[before].size();
+      if (done) {
+        finish_transfer(x);
+      } else {
+        outgoing.push_back(std::move(x));  // round-robin between transfers
+      }
+    }
+  }
+
+  // ---- waiters ------------------------------------------------------------------------------
+
+  void check_waiters() {
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      Segment* s = find_live(it->name);
+      if (!s || s->cat.owner != self()) {
+        reply_status(it->conn_id, it->op, Err(Code::kFenced, "segment '" + it->name +
+                                                                  "' is no longer owned here"));
+        it = waiters.erase(it);
+        continue;
+      }
+      if (copies_at_least(*s, it->version) >= s->cat.replicas) {
+        if (it->release_after) {
+          send(ReleaseMsg{s->cat.name, s->cat.epoch});
+          // The reply is sent when the RELEASE is delivered.
+          release_waiters[s->cat.name].push_back({it->conn_id, it->op});
+        } else if (it->op == ipc::kCommit) {
+          reply(it->conn_id, it->op, Status::Ok(), ipc::CommitResp{it->version});
+        } else {
+          reply_status(it->conn_id, it->op, Status::Ok());
+        }
+        it = waiters.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  std::map<std::string, std::vector<std::pair<uint64_t, int32_t>>> release_waiters;
+
+  void add_waiter(const Caller& c, int32_t op, Segment& s, Version v, uint32_t timeout_ms,
+                  bool release_after) {
+    if (eligible_peers(s) < s.cat.replicas && !release_after) {
+      reply_status(c.conn_id, op,
+                   Err(Code::kNotEnoughReplicas,
+                       "segment '" + s.cat.name + "' wants " + std::to_string(s.cat.replicas) +
+                           " replicas but only " + std::to_string(eligible_peers(s)) +
+                           " eligible nodes are members"));
+      return;
+    }
+    uint64_t t = timeout_ms ? timeout_ms : cfg.default_sync_timeout_ms;
+    waiters.push_back({c.conn_id, op, s.cat.name, v, now_ms + t, release_after});
+    check_waiters();
+  }
+
+  // ---- client operations --------------------------------------------------------------------
+
+  Status unavailable() const {
+    return Err(Code::kUnavailable, "ckptd is not connected to the cluster (corosync CPG)");
+  }
+
+  void client(const Caller& c, int32_t op, std::span<const uint8_t> body) {
+    switch (op) {
+      case ipc::kHello: {
+        ipc::HelloReq req;
+        Status st = ipc::DecodeRequest(body, &req);
+        reply(c.conn_id, op, st, ipc::HelloResp{self(), ipc::kMaxMessageBytes});
+        return;
+      }
+      case ipc::kOpen: return op_open(c, body);
+      case ipc::kCommit: return op_commit(c, body);
+      case ipc::kFlush: return op_flush(c, body);
+      case ipc::kClose: return op_close(c, body);
+      case ipc::kPull: return op_pull(c, body);
+      case ipc::kRelease: return op_release(c, body);
+      case ipc::kRead: return op_read(c, body);
+      case ipc::kDelete: return op_delete(c, body);
+      case ipc::kStat: return op_stat(c, body);
+      case ipc::kList: return op_list(c, body);
+      case ipc::kVersions: return op_versions(c, body);
+      case ipc::kClusterStatus: return op_cluster_status(c, body);
+      default:
+        reply_status(c.conn_id, op,
+                     Err(Code::kProtocol, "unknown IPC request " + std::to_string(op)));
+    }
+  }
+
+  // Grants a writer handle on an owned segment whose local storage is installed.
+  void grant_open(const Caller& c, Segment& s) {
+    if (s.writer_handle) {
+      reply_status(c.conn_id, ipc::kOpen,
+                   Err(Code::kBusy, "segment '" + s.cat.name + "' is already open for writing"));
+      return;
+    }
+    uint64_t h = next_handle++;
+    handles[h] = Handle{c.conn_id, s.cat.name, s.cat.epoch, false, Status::Ok(), {}};
+    s.writer_handle = h;
+    reply(c.conn_id, ipc::kOpen, Status::Ok(),
+          ipc::OpenResp{h, local_path(s.cat.name), s.cat.size, s.local.back().version});
+  }
+
+  void op_open(const Caller& c, std::span<const uint8_t> body) {
+    ipc::OpenReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kOpen, st);
+    Segment* s = find_live(req.name);
+    if (s) {
+      if (req.size && req.size != s->cat.size)
+        return reply_status(c.conn_id, ipc::kOpen,
+                            Err(Code::kExists, "segment '" + req.name + "' exists with size " +
+                                                   std::to_string(s->cat.size)));
+      if (!permitted(c, s->cat, true))
+        return reply_status(c.conn_id, ipc::kOpen,
+                            Err(Code::kPermission, "no write permission on '" + req.name + "'"));
+      if (is_owner(*s)) {
+        if (s->local_installed) return grant_open(c, *s);
+        uint32_t rid = next_request++;
+        Pending& p = pending[rid];
+        p.kind = Pending::kOpen;
+        p.stage = Pending::kInstalling;
+        p.caller = c;
+        p.op = ipc::kOpen;
+        p.name = req.name;
+        p.open = req;
+        p.deadline_ms = now_ms + cfg.default_pull_timeout_ms;
+        install_local(*s, token_for(rid));
+        return;
+      }
+      bool holders_live = false;
+      for (auto& h : s->cat.holders)
+        if (live(h.nodeid) && !h.version.empty()) holders_live = true;
+      if (req.flags & CKPT_OPEN_PULL) return start_pull(c, ipc::kOpen, req.name, req.pull_timeout_ms, &req);
+      bool owner_gone = s->cat.owner == 0 || !live(s->cat.owner) || s->cat.owner == self();
+      if ((req.flags & CKPT_OPEN_CREATE) && owner_gone && !holders_live)
+        return start_claim(c, req, s->cat.epoch, true);
+      return reply_status(c.conn_id, ipc::kOpen,
+                          Err(Code::kNotOwner, "segment '" + req.name + "' is owned by " +
+                                                   (s->cat.owner ? node_name(s->cat.owner)
+                                                                 : std::string("no node")) +
+                                                   "; pull it first"));
+    }
+    if (!(req.flags & CKPT_OPEN_CREATE)) {
+      if (req.flags & CKPT_OPEN_PULL)
+        return start_pull(c, ipc::kOpen, req.name, req.pull_timeout_ms, &req);
+      return reply_status(c.conn_id, ipc::kOpen,
+                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    }
+    if (req.size == 0)
+      return reply_status(c.conn_id, ipc::kOpen,
+                          Err(Code::kInvalid, "a new segment needs a size > 0"));
+    Segment* tomb = find(req.name);
+    start_claim(c, req, tomb ? tomb->cat.epoch : 0, true);
+  }
+
+  Status check_limits(uint64_t size) const {
+    if (size > cfg.max_segment_bytes)
+      return Err(Code::kTooLarge, "segment size " + std::to_string(size) +
+                                      " is above max-segment-size " +
+                                      std::to_string(cfg.max_segment_bytes));
+    if (bytes_held() + size > cfg.max_total_bytes)
+      return Err(Code::kNoSpace, "max-total-bytes (" + std::to_string(cfg.max_total_bytes) +
+                                     ") would be exceeded");
+    return Status::Ok();
+  }
+
+  // Create or start fresh: CLAIM with reset.
+  void start_claim(const Caller& c, const ipc::OpenReq& req, uint64_t expected_epoch, bool reset) {
+    if (!joined) return reply_status(c.conn_id, ipc::kOpen, unavailable());
+    uint64_t size = req.size;
+    if (size == 0) {
+      Segment* s = find(req.name);
+      size = s ? s->cat.size : 0;
+    }
+    if (size == 0)
+      return reply_status(c.conn_id, ipc::kOpen, Err(Code::kInvalid, "a new segment needs a size"));
+    Status st = check_limits(size);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kOpen, st);
+    if (req.durability > CKPT_DURABILITY_FSYNC)
+      return reply_status(c.conn_id, ipc::kOpen, Err(Code::kInvalid, "unknown durability"));
+    uint32_t rid = next_request++;
+    Pending& p = pending[rid];
+    p.kind = Pending::kOpen;
+    p.stage = Pending::kClaiming;
+    p.caller = c;
+    p.op = ipc::kOpen;
+    p.name = req.name;
+    p.open = req;
+    p.open.size = size;
+    p.deadline_ms = now_ms + cfg.default_pull_timeout_ms;
+    ClaimMsg m;
+    m.name = req.name;
+    m.expected_epoch = expected_epoch;
+    m.reset = reset;
+    m.size = size;
+    m.uid = c.uid;
+    m.gid = c.gid;
+    m.mode = req.mode ? (req.mode & 0777) : 0600;
+    m.replicas = req.replicas ? req.replicas : cfg.default_replicas;
+    m.versions_kept = req.versions_kept ? req.versions_kept : cfg.default_versions_kept;
+    m.durability = req.durability ? req.durability : cfg.default_durability;
+    m.request_id = rid;
+    send(m);
+  }
+
+  void op_commit(const Caller& c, std::span<const uint8_t> body) {
+    ipc::CommitReq req;
+    std::span<const uint8_t> data;
+    Status st = ipc::DecodeRequest(body, &req, &data);
+    bool sync_reply = st.ok() ? (req.flags & ipc::kCommitSync) &&
+                                    !(req.flags & ipc::kCommitMorePartsFollow)
+                              : true;
+    auto fail = [&](Status why, Handle* h) {
+      if (sync_reply) return reply_status(c.conn_id, ipc::kCommit, why);
+      if (h) {
+        h->staged.clear();
+        if (h->async_error.ok()) h->async_error = why;
+        async_error(*h, req.handle, why);
+      }
+    };
+    if (!st.ok()) return fail(st, nullptr);
+    auto hit = handles.find(req.handle);
+    if (hit == handles.end() || hit->second.conn_id != c.conn_id)
+      return fail(Err(Code::kInvalid, "unknown segment handle"), nullptr);
+    Handle& h = hit->second;
+    Segment* s = find_live(h.name);
+    if (!s) return fail(Err(Code::kNotFound, "segment '" + h.name + "' was deleted"), &h);
+    if (h.fenced || s->cat.epoch != h.epoch || s->cat.owner != self())
+      return fail(Err(Code::kFenced, "segment '" + h.name + "' is owned by " +
+                                         node_name(s->cat.owner) + " now (newer epoch)"),
+                  &h);
+    auto total = ipc::TotalRangeBytes(req.ranges);
+    if (!total || *total != data.size())
+      return fail(Err(Code::kProtocol, "commit data does not match its ranges"), &h);
+    uint64_t pos = 0;
+    for (auto& r : req.ranges) {
+      if (r.offset > s->cat.size || r.length > s->cat.size - r.offset)
+        return fail(Err(Code::kInvalid, "commit range outside the segment"), &h);
+      h.staged.push_back({{r.offset, r.length},
+                          std::vector<uint8_t>(data.begin() + pos, data.begin() + pos + r.length)});
+      pos += r.length;
+    }
+    if (req.flags & ipc::kCommitMorePartsFollow) return;
+    LocalCopy& base = s->local.back();
+    Version v{s->cat.epoch, std::max(base.version.seq, s->cat.latest.seq) + 1};
+    if (req.expected_seq && req.expected_seq != v.seq) {
+      h.staged.clear();
+      return fail(Err(Code::kProtocol, "commit sequence mismatch (expected " +
+                                           std::to_string(req.expected_seq) + ", ckptd at " +
+                                           std::to_string(v.seq) + ")"),
+                  &h);
+    }
+    std::vector<ByteRange> ranges;
+    bool in_place = s->cat.versions_kept <= 1 && s->local.size() == 1 && base.version.seq > 0;
+    LocalCopy next{v, in_place ? BlockImage() : base.image, false};
+    BlockImage& img = in_place ? base.image : next.image;
+    for (auto& [r, bytes] : h.staged) {
+      img.Write(r.offset, bytes);
+      ranges.push_back(r);
+    }
+    h.staged.clear();
+    ranges = MergeRanges(std::move(ranges));
+    if (in_place) {
+      base.version = v;
+    } else {
+      s->local.push_back(std::move(next));
+    }
+    // Persist the owner's copy (delta on the previous stored version when possible).
+    size_t idx = s->local.size() - 1;
+    if (in_place) {
+      // The previous version was replaced in memory: store v as a delta on what the store has.
+      StoreOp op;
+      op.meta.name = s->cat.name;
+      op.version = v;
+      op.image = s->local.back().image;
+      op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
+      op.kind = StoreOp::kPutDelta;
+      op.base = last_persisted_[s->cat.name];
+      op.ranges = ranges;
+      if (op.base.empty()) {
+        op.kind = StoreOp::kPutFull;
+        op.ranges.clear();
+      }
+      store_op(std::move(op));
+      s->local.back().persisted = true;
+      StoreOp prune;
+      prune.kind = StoreOp::kPrune;
+      prune.meta.name = s->cat.name;
+      prune.version = v;
+      store_op(std::move(prune));
+    } else {
+      persist_version(*s, idx, &ranges, 0);
+      trim_local(*s);
+    }
+    last_persisted_[s->cat.name] = v;
+    s->history.push_back({v, ranges});
+    while (s->history.size() > kMaxHistoryEntries) s->history.pop_front();
+    s->cat.latest = v;
+    set_holder(*s, self(), v);
+    s->global_dirty = cfg.has_global_dir;
+    schedule(*s);
+    if (sync_reply) add_waiter(c, ipc::kCommit, *s, v, req.timeout_ms, false);
+  }
+  std::map<std::string, Version> last_persisted_;
+
+  void op_flush(const Caller& c, std::span<const uint8_t> body) {
+    ipc::HandleReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kFlush, st);
+    auto it = handles.find(req.handle);
+    if (it == handles.end() || it->second.conn_id != c.conn_id)
+      return reply_status(c.conn_id, ipc::kFlush, Err(Code::kInvalid, "unknown segment handle"));
+    Segment* s = find_live(it->second.name);
+    if (!s || it->second.fenced || s->cat.owner != self())
+      return reply_status(c.conn_id, ipc::kFlush,
+                          Err(Code::kFenced, "segment is no longer owned here"));
+    if (!has_checkpoint(*s)) return reply_status(c.conn_id, ipc::kFlush, Status::Ok());
+    add_waiter(c, ipc::kFlush, *s, s->local.back().version, req.timeout_ms, false);
+  }
+
+  void close_handle(uint64_t handle) {
+    auto it = handles.find(handle);
+    if (it == handles.end()) return;
+    Segment* s = find(it->second.name);
+    if (s && s->writer_handle == handle) s->writer_handle = 0;
+    handles.erase(it);
+  }
+
+  void op_close(const Caller& c, std::span<const uint8_t> body) {
+    ipc::HandleReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) {
+      auto it = handles.find(req.handle);
+      if (it == handles.end() || it->second.conn_id != c.conn_id)
+        st = Err(Code::kInvalid, "unknown segment handle");
+      else
+        close_handle(req.handle);
+    }
+    reply_status(c.conn_id, ipc::kClose, st);
+  }
+
+  // Newest version among live holders (self included); 0 = none.
+  std::pair<Version, std::vector<uint32_t>> best_holders(const Segment& s,
+                                                         const std::set<uint32_t>& skip) const {
+    Version best;
+    std::vector<uint32_t> who;
+    for (auto& h : s.cat.holders) {
+      if (!live(h.nodeid) || h.version.empty() || skip.count(h.nodeid)) continue;
+      if (h.version > best) {
+        best = h.version;
+        who = {h.nodeid};
+      } else if (h.version == best) {
+        who.push_back(h.nodeid);
+      }
+    }
+    if (!skip.count(self()) && !s.local.empty() && has_checkpoint(s) &&
+        s.local.back().version >= best) {
+      if (s.local.back().version > best) who.clear();
+      best = s.local.back().version;
+      if (std::find(who.begin(), who.end(), self()) == who.end()) who.insert(who.begin(), self());
+    }
+    std::sort(who.begin(), who.end(), [&](uint32_t a, uint32_t b) {
+      if (a == self()) return true;
+      if (b == self()) return false;
+      return a < b;
+    });
+    return {best, who};
+  }
+
+  void start_pull(const Caller& c, int32_t op, const std::string& name, uint32_t timeout_ms,
+                  const ipc::OpenReq* open) {
+    uint32_t rid = next_request++;
+    Pending& p = pending[rid];
+    p.kind = open ? Pending::kOpen : Pending::kPull;
+    p.caller = c;
+    p.op = op;
+    p.name = name;
+    if (open) p.open = *open;
+    p.deadline_ms = now_ms + (timeout_ms ? timeout_ms : cfg.default_pull_timeout_ms);
+    Segment* s = find_live(name);
+    if (s && !permitted(c, s->cat, true))
+      return finish_pending(rid, Err(Code::kPermission, "no write permission on '" + name + "'"));
+    if (s && is_owner(*s) && has_checkpoint(*s)) {
+      // Already the owner: restore the committed version into local storage (no network).
+      if (s->writer_handle)
+        return finish_pending(rid, Err(Code::kBusy, "segment '" + name +
+                                                        "' is open for writing by a process"));
+      p.stage = Pending::kInstalling;
+      p.want = s->local.back().version;
+      counters.local_restores++;
+      install_local(*s, token_for(rid));
+      return;
+    }
+    if (!joined) return finish_pending(rid, unavailable());
+    if (s && s->writer_handle)
+      return finish_pending(rid, Err(Code::kBusy, "segment '" + name + "' is open for writing"));
+    bool any = s && !best_holders(*s, {}).second.empty();
+    if (!any) {
+      if (cfg.has_global_dir) {
+        p.stage = Pending::kGlobal;
+        StoreOp lg;
+        lg.kind = StoreOp::kLoadGlobal;
+        lg.meta.name = name;
+        lg.token = next_token++;
+        token_to_request[lg.token] = rid;
+        store_op(std::move(lg));
+        return;
+      }
+      return finish_pending(rid, Status(Code::kNoCheckpoint, "no checkpoint of '" + name +
+                                                                  "' exists on any live node"));
+    }
+    send_claim_for(rid, *s, 0);
+  }
+
+  void send_claim_for(uint32_t rid, const Segment& s, uint64_t min_epoch) {
+    Pending& p = pending[rid];
+    p.stage = Pending::kClaiming;
+    ClaimMsg m;
+    m.name = s.cat.name;
+    m.expected_epoch = s.cat.epoch;
+    m.min_epoch = min_epoch;
+    m.size = s.cat.size;
+    m.uid = s.cat.uid;
+    m.gid = s.cat.gid;
+    m.mode = s.cat.mode;
+    m.replicas = s.cat.replicas;
+    m.versions_kept = s.cat.versions_kept;
+    m.durability = s.cat.durability;
+    m.request_id = rid;
+    send(m);
+  }
+
+  void install_local(Segment& s, uint64_t token) {
+    StoreOp op;
+    op.kind = StoreOp::kInstallLocal;
+    op.meta = MetaOf(s.cat);
+    op.image = s.local.back().image;
+    op.token = token;
+    store_op(std::move(op));
+  }
+
+  // Ends a pending operation with `st` (OK: op-specific success reply).
+  void finish_pending(uint32_t rid, const Status& st) {
+    auto it = pending.find(rid);
+    if (it == pending.end()) return;
+    Pending p = std::move(it->second);
+    pending.erase(it);
+    std::erase_if(token_to_request, [&](auto& kv) { return kv.second == rid; });
+    Segment* s = find_live(p.name);
+    if (p.kind == Pending::kOpen) {
+      if (st.code() == Code::kNoCheckpoint && (p.open.flags & CKPT_OPEN_CREATE)) {
+        Segment* tomb = find(p.name);
+        ipc::OpenReq req = p.open;
+        req.flags &= ~uint32_t(CKPT_OPEN_PULL);
+        return start_claim(p.caller, req, tomb ? tomb->cat.epoch : 0, true);
+      }
+      if (!st.ok() || !s || !is_owner(*s)) {
+        Status why = st.ok() ? Err(Code::kInternal, "open finished without ownership") : st;
+        if (st.code() == Code::kNoCheckpoint)
+          why = Err(Code::kNotFound, "no checkpoint of '" + p.name + "' exists on any live node");
+        return reply_status(p.caller.conn_id, p.op, why);
+      }
+      s->local_installed = true;
+      return grant_open(p.caller, *s);
+    }
+    if (p.kind == Pending::kPull) {
+      if (st.ok() && s) s->local_installed = true;
+      if (!st.ok() && st.code() != Code::kNoCheckpoint)
+        return reply_status(p.caller.conn_id, p.op, st);
+      return reply(p.caller.conn_id, p.op, st,
+                   ipc::VersionResp{st.ok() && s ? s->local.back().version : Version{}});
+    }
+    if (p.kind == Pending::kDelete) return reply_status(p.caller.conn_id, p.op, st);
+    if (p.kind == Pending::kRead) {
+      if (!st.ok()) return reply_status(p.caller.conn_id, p.op, st);
+      return serve_read(p.caller, p.read);
+    }
+  }
+
+  void op_pull(const Caller& c, std::span<const uint8_t> body) {
+    ipc::NameReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kPull, st);
+    start_pull(c, ipc::kPull, req.name, req.timeout_ms, nullptr);
+  }
+
+  void op_release(const Caller& c, std::span<const uint8_t> body) {
+    ipc::NameReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kRelease, st);
+    Segment* s = find_live(req.name);
+    if (!s || s->cat.owner != self()) return reply_status(c.conn_id, ipc::kRelease, Status::Ok());
+    if (!permitted(c, s->cat, true))
+      return reply_status(c.conn_id, ipc::kRelease, Err(Code::kPermission, "permission denied"));
+    if (s->writer_handle)
+      return reply_status(c.conn_id, ipc::kRelease,
+                          Err(Code::kBusy, "segment '" + req.name + "' is open for writing"));
+    if (!joined) return reply_status(c.conn_id, ipc::kRelease, unavailable());
+    Version v = has_checkpoint(*s) ? s->local.back().version : Version{};
+    if (v.empty()) {
+      send(ReleaseMsg{s->cat.name, s->cat.epoch});
+      release_waiters[s->cat.name].push_back({c.conn_id, ipc::kRelease});
+      return;
+    }
+    if (eligible_peers(*s) < s->cat.replicas)
+      return reply_status(c.conn_id, ipc::kRelease,
+                          Err(Code::kNotEnoughReplicas,
+                              "cannot release '" + req.name + "': fewer eligible nodes than " +
+                                  std::to_string(s->cat.replicas) + " replicas"));
+    add_waiter(c, ipc::kRelease, *s, v, req.timeout_ms, true);
+  }
+
+  void op_delete(const Caller& c, std::span<const uint8_t> body) {
+    ipc::NameReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kDelete, st);
+    Segment* s = find_live(req.name);
+    if (!s)
+      return reply_status(c.conn_id, ipc::kDelete,
+                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (c.uid != 0 && c.uid != s->cat.uid)
+      return reply_status(c.conn_id, ipc::kDelete,
+                          Err(Code::kPermission, "only the segment's owner uid or root may delete"));
+    if (s->writer_handle)
+      return reply_status(c.conn_id, ipc::kDelete,
+                          Err(Code::kBusy, "segment '" + req.name + "' is open for writing"));
+    if (!joined) return reply_status(c.conn_id, ipc::kDelete, unavailable());
+    uint32_t rid = next_request++;
+    Pending& p = pending[rid];
+    p.kind = Pending::kDelete;
+    p.caller = c;
+    p.op = ipc::kDelete;
+    p.name = req.name;
+    p.deadline_ms = now_ms + cfg.default_sync_timeout_ms;
+    delete_requests_[req.name].push_back(rid);
+    send(DeleteMsg{req.name, s->cat.epoch});
+  }
+  std::map<std::string, std::vector<uint32_t>> delete_requests_;
+
+  void serve_read(const Caller& c, const ipc::ReadReq& req) {
+    Segment* s = find_live(req.name);
+    if (!s) return reply_status(c.conn_id, ipc::kRead, Err(Code::kNotFound, "no such segment"));
+    const BlockImage* img = nullptr;
+    Version v;
+    for (auto it = s->local.rbegin(); it != s->local.rend(); ++it) {
+      if (it->version.seq == 0) continue;
+      if (req.has_version ? it->version == req.version : it->version >= s->cat.latest) {
+        img = &it->image;
+        v = it->version;
+        break;
+      }
+    }
+    auto cit = read_cache.find(req.name);
+    if (!img && cit != read_cache.end() &&
+        (req.has_version ? cit->second.version == req.version
+                         : cit->second.version >= best_holders(*s, {}).first)) {
+      img = &cit->second.image;
+      v = cit->second.version;
+    }
+    if (!img) return reply_status(c.conn_id, ipc::kRead, Err(Code::kNotFound, "version not held"));
+    if (req.offset > img->size() || req.length > img->size() - req.offset ||
+        req.length > ipc::kMaxMessageBytes - 65536)
+      return reply_status(c.conn_id, ipc::kRead, Err(Code::kInvalid, "read range invalid"));
+    ipc::ReadResp resp;
+    resp.version = v;
+    resp.segment_size = img->size();
+    resp.data.resize(req.length);
+    img->Read(req.offset, resp.data);
+    reply(c.conn_id, ipc::kRead, Status::Ok(), resp);
+  }
+
+  void op_read(const Caller& c, std::span<const uint8_t> body) {
+    ipc::ReadReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kRead, st);
+    Segment* s = find_live(req.name);
+    if (!s)
+      return reply_status(c.conn_id, ipc::kRead,
+                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (!permitted(c, s->cat, false))
+      return reply_status(c.conn_id, ipc::kRead, Err(Code::kPermission, "no read permission"));
+    // Held here (or cached)?
+    for (auto& lc : s->local)
+      if (lc.version.seq > 0 &&
+          (req.has_version ? lc.version == req.version : lc.version >= s->cat.latest))
+        return serve_read(c, req);
+    auto cit = read_cache.find(req.name);
+    auto [best, who] = best_holders(*s, {});
+    if (cit != read_cache.end() &&
+        (req.has_version ? cit->second.version == req.version : cit->second.version >= best))
+      return serve_read(c, req);
+    if (!req.has_version && best.empty()) {
+      if (!s->local.empty() && has_checkpoint(*s)) return serve_read(c, req);
+      return reply(c.conn_id, ipc::kRead, Status(Code::kNoCheckpoint, "no live holder has a version"),
+                   ipc::ReadResp{});
+    }
+    if (!req.has_version && !s->local.empty() && s->local.back().version >= best &&
+        has_checkpoint(*s))
+      return serve_read(c, req);
+    if (!joined) return reply_status(c.conn_id, ipc::kRead, unavailable());
+    // Fetch from a holder of the wanted version.
+    Version want = req.has_version ? req.version : best;
+    std::vector<uint32_t> from;
+    for (auto& h : s->cat.holders)
+      if (live(h.nodeid) && h.nodeid != self() &&
+          (req.has_version ? h.version >= want : h.version == want))
+        from.push_back(h.nodeid);
+    if (from.empty())
+      return reply_status(c.conn_id, ipc::kRead,
+                          Err(Code::kNotFound, "no live node holds version " + want.ToString()));
+    uint32_t rid = next_request++;
+    Pending& p = pending[rid];
+    p.kind = Pending::kRead;
+    p.stage = Pending::kFetching;
+    p.caller = c;
+    p.op = ipc::kRead;
+    p.name = req.name;
+    p.read = req;
+    p.want = want;
+    p.deadline_ms = now_ms + (req.timeout_ms ? req.timeout_ms : cfg.default_pull_timeout_ms);
+    send_fetch(rid, from.front(), req.has_version ? want : Version{});
+  }
+
+  void send_fetch(uint32_t rid, uint32_t holder, Version v) {
+    Pending& p = pending[rid];
+    p.stage = Pending::kFetching;
+    p.fetch_from = holder;
+    p.fetch_deadline_ms = now_ms + kFetchTimeoutMs;
+    p.tried.insert(holder);
+    send(FetchMsg{p.name, v, holder, rid});
+  }
+
+  ipc::SegmentInfo info_of(const Segment& s) const {
+    ipc::SegmentInfo i;
+    i.name = s.cat.name;
+    i.size = s.cat.size;
+    i.owner_nodeid = s.cat.owner;
+    i.owner_name = s.cat.owner ? node_name(s.cat.owner) : "";
+    i.latest = s.cat.latest;
+    i.replicas = s.cat.replicas;
+    i.versions_kept = s.cat.versions_kept;
+    i.durability = s.cat.durability;
+    i.uid = s.cat.uid;
+    i.gid = s.cat.gid;
+    i.mode = s.cat.mode;
+    auto tg = targets(s);
+    for (uint32_t t : tg)
+      if (holder_version(s, t) >= s.cat.latest && !s.cat.latest.empty()) i.acked_replicas++;
+    std::set<uint32_t> listed;
+    auto add = [&](uint32_t id, Version v) {
+      if (!listed.insert(id).second) return;
+      ipc::HolderInfo h;
+      h.nodeid = id;
+      h.node_name = node_name(id);
+      h.version = v;
+      h.live = live(id);
+      h.is_owner = id == s.cat.owner;
+      h.is_target = std::find(tg.begin(), tg.end(), id) != tg.end();
+      i.holders.push_back(h);
+    };
+    if (s.cat.owner) add(s.cat.owner, holder_version(s, s.cat.owner));
+    for (uint32_t t : tg) add(t, holder_version(s, t));
+    for (auto& h : s.cat.holders) add(h.nodeid, h.version);
+    return i;
+  }
+
+  void op_stat(const Caller& c, std::span<const uint8_t> body) {
+    ipc::NameReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kStat, st);
+    Segment* s = find_live(req.name);
+    if (!s)
+      return reply_status(c.conn_id, ipc::kStat,
+                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    reply(c.conn_id, ipc::kStat, Status::Ok(), ipc::StatResp{info_of(*s)});
+  }
+
+  void op_list(const Caller& c, std::span<const uint8_t> body) {
+    ipc::ListReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kList, st);
+    uint32_t max = req.max_entries ? std::min(req.max_entries, kListPageMax) : kListPageMax;
+    ipc::ListResp resp;
+    for (auto it = segs.upper_bound(req.start_after); it != segs.end(); ++it) {
+      if (it->second.cat.deleted) continue;
+      if (resp.segments.size() >= max) {
+        resp.more = 1;
+        break;
+      }
+      resp.segments.push_back(info_of(it->second));
+    }
+    reply(c.conn_id, ipc::kList, Status::Ok(), resp);
+  }
+
+  void op_versions(const Caller& c, std::span<const uint8_t> body) {
+    ipc::NameReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (st.ok()) st = ValidateSegmentName(req.name);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kVersions, st);
+    Segment* s = find_live(req.name);
+    if (!s)
+      return reply_status(c.conn_id, ipc::kVersions,
+                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    ipc::VersionsResp resp;
+    for (auto it = s->local.rbegin(); it != s->local.rend(); ++it)
+      if (it->version.seq > 0)
+        resp.versions.push_back({it->version, it->image.size(), it->image.checksum(), 0});
+    reply(c.conn_id, ipc::kVersions, Status::Ok(), resp);
+  }
+
+  void op_cluster_status(const Caller& c, std::span<const uint8_t> body) {
+    ipc::ClusterStatusResp r;
+    r.self_nodeid = self();
+    r.joined = joined;
+    for (auto& [id, pids] : members) {
+      auto it = nodes.find(id);
+      r.members.push_back({id, node_name(id),
+                           uint8_t(it != nodes.end() && it->second.known && it->second.eligible),
+                           uint8_t(id == self())});
+    }
+    for (auto& [name, s] : segs) {
+      if (s.cat.deleted) continue;
+      r.segments++;
+      if (s.cat.owner == self()) {
+        r.segments_owned++;
+        if (has_checkpoint(s) && copies_at_least(s, s.local.back().version) < s.cat.replicas)
+          r.under_replicated++;
+      }
+      if (has_checkpoint(s)) {
+        r.segments_held++;
+        r.bytes_held += s.cat.size;
+      }
+    }
+    r.bytes_sent = counters.payload_bytes_sent;
+    r.bytes_received = counters.payload_bytes_received;
+    r.messages_dropped = counters.messages_dropped;
+    reply(c.conn_id, ipc::kClusterStatus, Status::Ok(), r);
+  }
+
+  // ---- peer messages ------------------------------------------------------------------------
+
+  void deliver(uint32_t from, std::span<const uint8_t> bytes) {
+    Decoded d;
+    Status st = Decode(bytes, &d);
+    if (!st.ok()) {
+      counters.messages_dropped++;
+      return;
+    }
+    if (d.type == MsgType::kData) return on_data(from, d);
+    std::visit([&](auto& m) { on_msg(from, m); }, d.control);
+  }
+
+  void on_msg(uint32_t from, const NodeInfoMsg& m) {
+    nodes[from] = {m.name, m.eligible != 0, true};
+    schedule_all();
+  }
+
+  void on_msg(uint32_t from, const CatalogMsg& m) {
+    if (from == self()) return;
+    for (auto& e : m.entries) merge(e, from);
+    schedule_all();
+    check_waiters();
+  }
+
+  void on_msg(uint32_t from, const ClaimMsg& m) {
+    if (!ValidateSegmentName(m.name).ok() || m.replicas == 0 || m.size == 0) {
+      counters.messages_dropped++;
+      return;
+    }
+    Segment* s = find(m.name);
+    uint64_t cur = s ? s->cat.epoch : 0;
+    bool mine = from == self();
+    if (cur != m.expected_epoch) {
+      if (mine)
+        finish_pending(m.request_id,
+                       Err(Code::kConflict, "segment '" + m.name + "' was taken by " +
+                                                (s ? node_name(s->cat.owner) : "another node") +
+                                                " at the same time"));
+      return;
+    }
+    if (!s) {
+      s = &segs[m.name];
+      s->cat.name = m.name;
+    }
+    bool was_owner = s->cat.owner == self() && !s->cat.deleted;
+    uint64_t epoch = std::max(m.expected_epoch + 1, m.min_epoch);
+    bool reset = m.reset || s->cat.deleted || s->cat.size == 0;
+    if (reset) {
+      s->cat.size = m.size;
+      s->cat.uid = m.uid;
+      s->cat.gid = m.gid;
+      s->cat.mode = m.mode;
+      s->cat.replicas = m.replicas;
+      s->cat.versions_kept = m.versions_kept;
+      s->cat.durability = m.durability;
+    }
+    s->cat.epoch = epoch;
+    s->cat.owner = from;
+    s->cat.deleted = 0;
+    attr_dirty.insert(m.name);
+    if (m.reset) {
+      s->cat.holders.clear();
+      s->cat.latest = {};
+      // Earlier history is discarded everywhere ("start fresh").
+      if (!mine) drop_local(*s, false);
+    }
+    if (was_owner && !mine)
+      lose_ownership(*s, Err(Code::kFenced, "segment '" + m.name + "' was taken over by " +
+                                                node_name(from)));
+    // Abort inbound transfers of the old epoch.
+    std::erase_if(inbound, [&](auto& kv) {
+      return kv.second.header.name == m.name &&
+             kv.second.header.kind == uint8_t(DataKind::kReplicate);
+    });
+    if (!mine) return;
+    auto pit = pending.find(m.request_id);
+    if (pit == pending.end()) return;  // client went away; we own it anyway
+    Pending& p = pit->second;
+    if (m.reset) {
+      drop_local(*s, false);
+      s->local.push_back({Version{epoch, 0}, BlockImage::Zero(s->cat.size), false});
+      last_persisted_.erase(m.name);
+      persist_meta(*s);
+      p.stage = Pending::kInstalling;
+      install_local(*s, token_for(m.request_id));
+      return;
+    }
+    if (p.stage == Pending::kGlobal || p.global) {
+      // Install the global copy.
+      LoadedSegment g = std::move(*p.global);
+      p.global.reset();
+      const StoredVersion& sv = g.versions.back();
+      s->local.clear();
+      s->local.push_back({sv.version, sv.image, false});
+      s->cat.latest = std::max(s->cat.latest, sv.version);
+      persist_meta(*s);
+      persist_version(*s, 0, nullptr, token_for(m.request_id));
+      set_holder(*s, self(), sv.version);
+      p.stage = Pending::kInstalling;
+      install_local(*s, token_for(m.request_id));
+      return;
+    }
+    choose_source(m.request_id);
+  }
+
+  // After a successful claim: restore from self or fetch from the best live holder.
+  void choose_source(uint32_t rid) {
+    Pending& p = pending[rid];
+    Segment* s = find_live(p.name);
+    if (!s) return finish_pending(rid, Err(Code::kNotFound, "segment vanished"));
+    auto [best, who] = best_holders(*s, p.tried);
+    if (who.empty()) {
+      if (!s->local.empty() && has_checkpoint(*s)) {
+        who = {self()};
+      } else {
+        return finish_pending(rid, Err(Code::kUnavailable,
+                                       "no live holder of '" + p.name + "' could provide it"));
+      }
+    }
+    if (who.front() == self()) {
+      // Local restore: this node holds the newest version; no bytes cross the network.
+      counters.local_restores++;
+      persist_meta(*s);
+      p.stage = Pending::kInstalling;
+      p.want = s->local.back().version;
+      s->history.clear();
+      s->sent.clear();
+      install_local(*s, token_for(rid));
+      schedule(*s);
+      return;
+    }
+    p.want = best;
+    send_fetch(rid, who.front(), best);
+  }
+
+  void on_msg(uint32_t from, const ReleaseMsg& m) {
+    Segment* s = find_live(m.name);
+    if (s && s->cat.epoch == m.epoch && s->cat.owner == from) {
+      if (from == self()) lose_ownership(*s, Err(Code::kFenced, "released"));
+      s->cat.owner = 0;
+      attr_dirty.insert(m.name);
+    }
+    if (from == self()) {
+      auto it = release_waiters.find(m.name);
+      if (it != release_waiters.end()) {
+        for (auto& [conn, op] : it->second) reply_status(conn, op, Status::Ok());
+        release_waiters.erase(it);
+      }
+    }
+  }
+
+  void on_msg(uint32_t from, const DeleteMsg& m) {
+    Segment* s = find(m.name);
+    bool applied = false;
+    if (s && !s->cat.deleted && s->cat.epoch == m.expected_epoch) {
+      if (s->cat.owner == self() && from != self())
+        lose_ownership(*s, Err(Code::kNotFound, "segment '" + m.name + "' was deleted"));
+      if (s->writer_handle) {
+        auto it = handles.find(s->writer_handle);
+        if (it != handles.end()) it->second.fenced = true;
+      }
+      s->cat.deleted = 1;
+      s->cat.epoch++;
+      s->cat.owner = 0;
+      s->cat.holders.clear();
+      s->cat.latest = {};
+      drop_local(*s, from == self());
+      StoreOp rm;
+      rm.kind = StoreOp::kRemoveLocal;
+      rm.meta.name = m.name;
+      store_op(std::move(rm));
+      applied = true;
+    }
+    if (from == self()) {
+      auto it = delete_requests_.find(m.name);
+      if (it != delete_requests_.end() && !it->second.empty()) {
+        uint32_t rid = it->second.front();
+        it->second.erase(it->second.begin());
+        finish_pending(rid, applied ? Status::Ok()
+                                    : Err(Code::kConflict, "segment '" + m.name +
+                                                               "' changed owner during delete"));
+      }
+    }
+  }
+
+  void on_msg(uint32_t from, const AckMsg& m) {
+    Segment* s = find_live(m.name);
+    if (!s) return;
+    if (m.status == uint32_t(AckStatus::kStored)) {
+      set_holder(*s, from, m.version);
+    } else if (s->cat.owner == self()) {
+      s->force_full.insert(from);
+      s->sent.erase(from);
+    }
+    if (s->cat.owner == self()) {
+      schedule(*s);
+      check_waiters();
+    }
+  }
+
+  void on_msg(uint32_t from, const FetchMsg& m) {
+    if (m.holder != self()) return;
+    Segment* s = find_live(m.name);
+    const LocalCopy* copy = nullptr;
+    if (s)
+      for (auto it = s->local.rbegin(); it != s->local.rend(); ++it)
+        if (it->version.seq > 0 && (m.version.empty() || it->version == m.version)) {
+          copy = &*it;
+          break;
+        }
+    if (!copy) {
+      send(FetchFailMsg{m.name, from, m.request_id});
+      return;
+    }
+    Transfer x;
+    x.header.name = m.name;
+    x.header.xfer_id = next_xfer++;
+    x.header.version = copy->version;
+    x.header.size = copy->image.size();
+    x.header.checksum = copy->image.checksum();
+    x.header.kind = uint8_t(DataKind::kFetch);
+    x.header.request_id = m.request_id;
+    x.header.targets = {from};
+    x.snapshot = copy->image;
+    x.ranges = {{0, copy->image.size()}};
+    x.header.chunk_count = static_cast<uint32_t>(
+        std::max<uint64_t>(1, (copy->image.size() + cfg.chunk_bytes - 1) / cfg.chunk_bytes));
+    outgoing.push_front(std::move(x));  // a failover waits on it: serve before replication
+  }
+
+  void on_msg(uint32_t from, const FetchFailMsg& m) {
+    if (m.requester != self()) return;
+    retry_fetch(m.request_id);
+  }
+
+  void retry_fetch(uint32_t rid) {
+    auto it = pending.find(rid);
+    if (it == pending.end() || it->second.stage != Pending::kFetching) return;
+    Pending& p = it->second;
+    Segment* s = find_live(p.name);
+    if (!s) return finish_pending(rid, Err(Code::kNotFound, "segment vanished"));
+    if (p.kind == Pending::kRead) {
+      for (auto& h : s->cat.holders)
+        if (live(h.nodeid) && h.nodeid != self() && !p.tried.count(h.nodeid) &&
+            h.version >= p.want)
+          return send_fetch(rid, h.nodeid, p.read.has_version ? p.want : Version{});
+      return finish_pending(rid, Err(Code::kCorrupt, "no holder could serve version " +
+                                                         p.want.ToString()));
+    }
+    auto [best, who] = best_holders(*s, p.tried);
+    if (who.empty())
+      return finish_pending(rid, Err(Code::kCorrupt, "every copy of '" + p.name +
+                                                         "' was unavailable or failed its checksum"));
+    if (who.front() == self()) return choose_source(rid);
+    p.want = best;
+    send_fetch(rid, who.front(), best);
+  }
+
+  void on_data(uint32_t from, const Decoded& d) {
+    const DataHeader& h = d.data;
+    auto key = std::make_pair(from, h.xfer_id);
+    if (h.chunk_index == 0) {
+      Inbound in;
+      in.header = h;
+      in.ignore = !accept_transfer(from, h);
+      auto [it, fresh] = inbound.insert_or_assign(key, std::move(in));
+      if (it->second.ignore) {
+        if (h.chunk_count == 1) inbound.erase(it);
+        return;
+      }
+    }
+    auto it = inbound.find(key);
+    if (it == inbound.end()) return;  // started before we joined, or aborted
+    Inbound& in = it->second;
+    if (in.ignore) {
+      if (h.chunk_index + 1 >= in.header.chunk_count) inbound.erase(it);
+      return;
+    }
+    if (h.chunk_index != in.next_chunk || h.xfer_id != in.header.xfer_id ||
+        h.version != in.header.version || h.size != in.header.size) {
+      counters.messages_dropped++;
+      inbound.erase(it);
+      return;
+    }
+    for (auto& p : d.pieces) {
+      in.image.Write(p.offset, p.bytes);
+      counters.payload_bytes_received += p.bytes.size();
+      if (!in.ranges.empty() && in.ranges.back().offset + in.ranges.back().length == p.offset)
+        in.ranges.back().length += p.bytes.size();
+      else
+        in.ranges.push_back({p.offset, p.bytes.size()});
+    }
+    in.next_chunk++;
+    if (in.next_chunk < in.header.chunk_count) return;
+    Inbound done = std::move(in);
+    inbound.erase(it);
+    complete_transfer(from, std::move(done));
+  }
+
+  // Chunk 0 of a transfer: decides whether this node stores it and prepares the base image.
+  bool accept_transfer(uint32_t from, const DataHeader& h) {
+    Segment* s = find_live(h.name);
+    if (h.kind == uint8_t(DataKind::kFetch)) {
+      if (h.targets.size() != 1 || h.targets[0] != self()) return false;
+      auto pit = pending.find(h.request_id);
+      if (pit == pending.end() || pit->second.stage != Pending::kFetching ||
+          pit->second.fetch_from != from || !s || h.size != s->cat.size)
+        return false;
+      auto& in = inbound[{from, h.xfer_id}];
+      in.image = BlockImage::Zero(h.size);
+      return true;
+    }
+    if (!s || s->cat.owner != from || h.version.epoch != s->cat.epoch || h.size != s->cat.size) {
+      if (from != self()) counters.stale_rejected++;
+      return false;
+    }
+    if (h.version > s->cat.latest) s->cat.latest = h.version;
+    set_holder(*s, from, h.version);
+    if (from == self() || std::find(h.targets.begin(), h.targets.end(), self()) == h.targets.end())
+      return false;
+    if (!cfg.eligible) return false;
+    auto& in = inbound[{from, h.xfer_id}];
+    if (h.base.empty()) {
+      if (s->local.empty() && bytes_held() + h.size > cfg.max_total_bytes) {
+        send(AckMsg{h.name, h.version, uint32_t(AckStatus::kFailed)});
+        return false;
+      }
+      in.image = BlockImage::Zero(h.size);
+      return true;
+    }
+    if (s->local.empty() || s->local.back().version != h.base) {
+      send(AckMsg{h.name, h.version, uint32_t(AckStatus::kNeedFull)});
+      return false;
+    }
+    in.image = s->local.back().image;
+    return true;
+  }
+
+  void complete_transfer(uint32_t from, Inbound in) {
+    const DataHeader& h = in.header;
+    Segment* s = find_live(h.name);
+    bool fetch = h.kind == uint8_t(DataKind::kFetch);
+    if (in.image.checksum() != h.checksum) {
+      counters.messages_dropped++;
+      if (fetch) return retry_fetch(h.request_id);
+      send(AckMsg{h.name, h.version, uint32_t(AckStatus::kFailed)});
+      return;
+    }
+    if (fetch) {
+      auto pit = pending.find(h.request_id);
+      if (pit == pending.end()) return;
+      Pending& p = pit->second;
+      if (p.kind == Pending::kRead) {
+        read_cache[h.name] = {h.version, std::move(in.image), now_ms + kReadCacheTtlMs};
+        return finish_pending(h.request_id, Status::Ok());
+      }
+      if (!s || s->cat.owner != self())
+        return finish_pending(h.request_id,
+                              Err(Code::kConflict, "ownership changed during the pull"));
+      s->local.clear();
+      s->local.push_back({h.version, std::move(in.image), false});
+      s->history.clear();
+      s->sent.clear();
+      last_persisted_[h.name] = h.version;
+      persist_meta(*s);
+      persist_version(*s, 0, nullptr, token_for(h.request_id));
+      set_holder(*s, self(), h.version);
+      s->cat.latest = std::max(s->cat.latest, h.version);
+      p.stage = Pending::kInstalling;
+      install_local(*s, token_for(h.request_id));
+      schedule(*s);
+      return;
+    }
+    if (!s || s->cat.owner != from || s->cat.epoch != h.version.epoch) {
+      counters.stale_rejected++;
+      return;
+    }
+    if (!s->local.empty() && s->local.back().version >= h.version) return;  // duplicate
+    s->local.push_back({h.version, std::move(in.image), false});
+    persist_meta(*s);
+    uint64_t token = next_token++;
+    token_to_ack[token] = {h.name, h.version, false, 0};
+    persist_version(*s, s->local.size() - 1, h.base.empty() ? nullptr : &in.ranges, token);
+    trim_local(*s);
+    counters.versions_stored++;
+    // Global copy: the first target writes it (rate-limited in tick()).
+    if (cfg.has_global_dir && !h.targets.empty() && h.targets.front() == self())
+      s->global_dirty = true;
+  }
+
+  void store_done(uint64_t token, const Status& st) {
+    if (auto it = token_to_ack.find(token); it != token_to_ack.end()) {
+      AckAfterStore a = it->second;
+      token_to_ack.erase(it);
+      Segment* s = find_live(a.name);
+      if (!st.ok()) {
+        if (s && !s->local.empty() && s->local.back().version == a.version) s->local.pop_back();
+        send(AckMsg{a.name, a.version, uint32_t(AckStatus::kFailed)});
+        return;
+      }
+      if (s) set_holder(*s, self(), a.version);
+      send(AckMsg{a.name, a.version, uint32_t(AckStatus::kStored)});
+      return;
+    }
+    auto it = token_to_request.find(token);
+    if (it == token_to_request.end()) return;
+    uint32_t rid = it->second;
+    token_to_request.erase(it);
+    auto pit = pending.find(rid);
+    if (pit == pending.end()) return;
+    Pending& p = pit->second;
+    if (!st.ok() && p.store_status.ok()) p.store_status = st;
+    if (--p.tokens_outstanding > 0) return;
+    finish_pending(rid, p.store_status);
+  }
+
+  void global_loaded(uint64_t token, Result<std::optional<LoadedSegment>> loaded) {
+    auto it = token_to_request.find(token);
+    if (it == token_to_request.end()) return;
+    uint32_t rid = it->second;
+    token_to_request.erase(it);
+    auto pit = pending.find(rid);
+    if (pit == pending.end()) return;
+    Pending& p = pit->second;
+    if (!loaded.ok())
+      return finish_pending(rid, Err(loaded.status().code(),
+                                     "global copy unusable: " + loaded.status().ToString()));
+    if (!loaded.value() || loaded.value()->versions.empty())
+      return finish_pending(rid, Status(Code::kNoCheckpoint,
+                                        "no checkpoint of '" + p.name +
+                                            "' on any live node or in the global directory"));
+    if (!joined) return finish_pending(rid, unavailable());
+    LoadedSegment g = std::move(*loaded.value());
+    Segment* s = find(p.name);
+    CatalogEntry e;
+    if (s) {
+      e = s->cat;
+    } else {
+      e.name = g.meta.name;
+      e.size = g.meta.size;
+      e.uid = g.meta.uid;
+      e.gid = g.meta.gid;
+      e.mode = g.meta.mode;
+      e.replicas = g.meta.replicas;
+      e.versions_kept = g.meta.versions_kept;
+      e.durability = g.meta.durability;
+    }
+    if (e.size != g.meta.size || g.versions.back().image.size() != g.meta.size)
+      return finish_pending(rid, Err(Code::kCorrupt, "global copy has the wrong size"));
+    p.global = std::move(g);
+    ClaimMsg m;
+    m.name = p.name;
+    m.expected_epoch = s ? s->cat.epoch : 0;
+    m.min_epoch = p.global->versions.back().version.epoch + 1;
+    m.size = e.size;
+    m.uid = e.uid;
+    m.gid = e.gid;
+    m.mode = e.mode;
+    m.replicas = e.replicas;
+    m.versions_kept = e.versions_kept;
+    m.durability = e.durability;
+    m.request_id = rid;
+    p.stage = Pending::kClaiming;
+    send(m);
+  }
+
+  // ---- membership ---------------------------------------------------------------------------
+
+  void view(const CpgView& v) {
+    std::set<uint32_t> prev;
+    for (auto& [id, pids] : members) prev.insert(id);
+    members.clear();
+    for (auto& m : v.members) members[m.nodeid].insert(m.pid);
+    bool was_joined = joined;
+    joined = members.count(self()) != 0;
+    std::set<uint32_t> joined_nodes;
+    for (auto& m : v.joined) joined_nodes.insert(m.nodeid);
+    if (!was_joined && joined) {
+      joined_nodes.clear();
+      for (auto& [id, pids] : members) joined_nodes.insert(id);
+      prev = {self()};
+    }
+    // Inbound transfers from departed senders can never complete.
+    std::erase_if(inbound, [&](auto& kv) { return !live(kv.first.first); });
+    // Joined nodes re-announce their own holdings.
+    for (uint32_t id : joined_nodes)
+      if (id != self())
+        for (auto& [name, s] : segs) clear_holder(s, id);
+    if (!joined_nodes.empty()) {
+      send(NodeInfoMsg{cfg.node_name, uint8_t(cfg.eligible)});
+      std::set<uint32_t> survivors;
+      for (uint32_t id : prev)
+        if (live(id)) survivors.insert(id);
+      bool designated = joined_nodes.count(self()) ||
+                        (!survivors.empty() && *survivors.begin() == self());
+      if (designated) send_catalog();
+    }
+    // Fetches from departed holders: try the next one.
+    std::vector<uint32_t> retry;
+    for (auto& [rid, p] : pending)
+      if (p.stage == Pending::kFetching && !live(p.fetch_from)) retry.push_back(rid);
+    for (uint32_t rid : retry) retry_fetch(rid);
+    for (auto& [name, s] : segs) attr_dirty.insert(name);
+    schedule_all();
+    check_waiters();
+  }
+
+  void disconnected() {
+    members.clear();
+    joined = false;
+    inbound.clear();
+    outgoing.clear();
+    for (auto& [name, s] : segs) {
+      s.xfer_active = false;
+      s.sent.clear();
+    }
+    std::vector<uint32_t> ids;
+    for (auto& [rid, p] : pending)
+      if (p.stage != Pending::kInstalling) ids.push_back(rid);
+    for (uint32_t rid : ids) finish_pending(rid, unavailable());
+  }
+
+  void client_gone(uint64_t conn) {
+    std::vector<uint64_t> hs;
+    for (auto& [h, st] : handles)
+      if (st.conn_id == conn) hs.push_back(h);
+    for (uint64_t h : hs) close_handle(h);
+    std::erase_if(waiters, [&](const Waiter& w) { return w.conn_id == conn; });
+    // Pending operations continue (a claim in flight must complete) but reply to nobody.
+  }
+
+  void tick(uint64_t now) {
+    now_ms = now;
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      if (now >= it->deadline_ms) {
+        reply_status(it->conn_id, it->op,
+                     Err(Code::kTimeout, "replicas did not acknowledge version " +
+                                             it->version.ToString() + " of '" + it->name +
+                                             "' in time"));
+        it = waiters.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<std::pair<uint32_t, bool>> expired;  // (rid, whole op expired)
+    for (auto& [rid, p] : pending) {
+      if (p.stage == Pending::kInstalling) continue;
+      if (now >= p.deadline_ms)
+        expired.push_back({rid, true});
+      else if (p.stage == Pending::kFetching && now >= p.fetch_deadline_ms)
+        expired.push_back({rid, false});
+    }
+    for (auto [rid, whole] : expired) {
+      if (whole)
+        finish_pending(rid, Err(Code::kTimeout, "operation timed out"));
+      else
+        retry_fetch(rid);
+    }
+    std::erase_if(read_cache, [&](auto& kv) { return now >= kv.second.expires_ms; });
+    if (cfg.has_global_dir && now >= next_global_ms_) {
+      next_global_ms_ = now + 1000;
+      for (auto& [name, s] : segs) {
+        if (!s.global_dirty || s.cat.deleted || !has_checkpoint(s)) continue;
+        s.global_dirty = false;
+        auto tg = targets(s);
+        bool writer = (!tg.empty() && tg.front() == self()) || (tg.empty() && s.cat.owner == self());
+        if (!writer) continue;
+        StoreOp op;
+        op.kind = StoreOp::kPutGlobal;
+        op.meta = MetaOf(s.cat);
+        op.version = s.local.back().version;
+        op.image = s.local.back().image;
+        store_op(std::move(op));
+      }
+    }
+  }
+  uint64_t next_global_ms_ = 0;
+
+  void publish_attributes() {
+    for (const std::string& name : attr_dirty) {
+      Segment* s = find_live(name);
+      std::string want;
+      if (s && joined && !s->cat.deleted) {
+        Version mine = !s->local.empty() && has_checkpoint(*s) ? s->local.back().version
+                                                               : Version{};
+        if (!mine.empty() && mine.epoch == s->cat.epoch) want = "100";
+      }
+      auto it = published_attrs.find(name);
+      std::string have = it == published_attrs.end() ? "" : it->second;
+      if (want == have) continue;
+      ready.attributes.push_back({"ckpt-" + name, want});
+      if (want.empty())
+        published_attrs.erase(name);
+      else
+        published_attrs[name] = want;
+    }
+    attr_dirty.clear();
+  }
+
+  void load(std::vector<LoadedSegment> loaded) {
+    for (auto& l : loaded) {
+      if (!ValidateSegmentName(l.meta.name).ok() || l.meta.replicas == 0) continue;
+      Segment& s = segs[l.meta.name];
+      s.cat.name = l.meta.name;
+      s.cat.size = l.meta.size;
+      s.cat.uid = l.meta.uid;
+      s.cat.gid = l.meta.gid;
+      s.cat.mode = l.meta.mode;
+      s.cat.replicas = l.meta.replicas;
+      s.cat.versions_kept = l.meta.versions_kept;
+      s.cat.durability = l.meta.durability;
+      s.cat.epoch = l.meta.epoch;
+      s.cat.owner = l.meta.owner_nodeid;
+      s.meta_persisted = true;
+      for (auto& v : l.versions) {
+        if (v.image.size() != l.meta.size) continue;
+        s.local.push_back({v.version, std::move(v.image), true});
+        s.cat.latest = std::max(s.cat.latest, v.version);
+      }
+      if (!s.local.empty()) {
+        set_holder(s, self(), s.local.back().version);
+        last_persisted_[s.cat.name] = s.local.back().version;
+      }
+    }
+  }
+};
+
+// ---- public shell ------------------------------------------------------------------------------
+
+Engine::Engine(EngineConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {
+  CKPT_ASSERT(impl_->cfg.chunk_bytes >= 4096 && impl_->cfg.chunk_bytes <= (1u << 20));
+  CKPT_ASSERT(impl_->cfg.self_nodeid != 0);
+}
+Engine::~Engine() = default;
+
+void Engine::LoadFromStore(std::vector<LoadedSegment> segments) { impl_->load(std::move(segments)); }
+void Engine::OnView(const CpgView& view) { impl_->view(view); }
+void Engine::OnDeliver(uint32_t nodeid, uint32_t, std::span<const uint8_t> message) {
+  impl_->deliver(nodeid, message);
+}
+void Engine::OnDisconnected() { impl_->disconnected(); }
+void Engine::OnClient(const Caller& caller, int32_t op, std::span<const uint8_t> body) {
+  impl_->client(caller, op, body);
+}
+void Engine::OnClientGone(uint64_t conn_id) { impl_->client_gone(conn_id); }
+void Engine::OnStoreDone(uint64_t token, const Status& status) { impl_->store_done(token, status); }
+void Engine::OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>> loaded) {
+  impl_->global_loaded(token, std::move(loaded));
+}
+void Engine::OnTick(uint64_t now_ms) { impl_->tick(now_ms); }
+
+Ready Engine::TakeReady(size_t send_budget_bytes) {
+  impl_->fill_sends(send_budget_bytes);
+  impl_->publish_attributes();
+  Ready r = std::move(impl_->ready);
+  impl_->ready = Ready{};
+  return r;
+}
+bool Engine::wants_to_send() const { return !impl_->outgoing.empty(); }
+const EngineCounters& Engine::counters() const { return impl_->counters; }
+
+std::vector<std::string> Engine::SegmentNames() const {
+  std::vector<std::string> out;
+  for (auto& [name, s] : impl_->segs)
+    if (!s.cat.deleted) out.push_back(name);
+  return out;
+}
+std::optional<SegmentMeta> Engine::Meta(const std::string& name) const {
+  auto it = impl_->segs.find(name);
+  if (it == impl_->segs.end() || it->second.cat.deleted) return std::nullopt;
+  return Impl::MetaOf(it->second.cat);
+}
+Version Engine::HolderVersion(const std::string& name, uint32_t holder) const {
+  auto it = impl_->segs.find(name);
+  return it == impl_->segs.end() ? Version{} : impl_->holder_version(it->second, holder);
+}
+std::vector<uint32_t> Engine::ReplicaTargets(const std::string& name) const {
+  auto it = impl_->segs.find(name);
+  return it == impl_->segs.end() ? std::vector<uint32_t>{} : impl_->targets(it->second);
+}
+std::optional<Version> Engine::LocalVersion(const std::string& name) const {
+  auto it = impl_->segs.find(name);
+  if (it == impl_->segs.end() || it->second.local.empty()) return std::nullopt;
+  return it->second.local.back().version;
+}
+std::optional<BlockImage> Engine::LocalImage(const std::string& name) const {
+  auto it = impl_->segs.find(name);
+  if (it == impl_->segs.end() || it->second.local.empty()) return std::nullopt;
+  return it->second.local.back().image;
+}
+
+}  // namespace ckpt::repl

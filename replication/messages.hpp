@@ -1,0 +1,178 @@
+// CPG wire messages between ckptd daemons (see PROTOCOL.md for the rules that use them).
+//
+// Every message = 24-byte little-endian header + body:
+//   u32 magic 'CKPT' (0x54504b43) | u16 wire version (1) | u16 type | u32 body length |
+//   u32 reserved (0) | u64 XXH3-64 over header bytes [0,16) followed by the body.
+// Bodies are the fields() below in order (common/codec.hpp encodings: strings u16-length
+// prefixed, vectors u32-count prefixed).  DATA bodies end with raw pieces.
+// Decode() rejects anything malformed: bad magic/version/length/checksum, unknown type, truncated or
+// trailing bytes; the engine drops and counts such messages and carries on.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/ipc_messages.hpp"  // FieldWriter/FieldReader visitors
+#include "common/status.hpp"
+#include "common/version.hpp"
+
+namespace ckpt::repl {
+
+inline constexpr uint32_t kWireMagic = 0x54504b43;
+inline constexpr uint16_t kWireVersion = 1;
+inline constexpr size_t kWireHeaderBytes = 24;
+
+enum class MsgType : uint16_t {
+  kNodeInfo = 1,
+  kCatalog = 2,
+  kClaim = 3,
+  kRelease = 4,
+  kDelete = 5,
+  kData = 6,
+  kAck = 7,
+  kFetch = 8,
+  kFetchFail = 9,
+};
+
+struct NodeInfoMsg {
+  static constexpr MsgType kType = MsgType::kNodeInfo;
+  std::string name;
+  uint8_t eligible = 1;
+  template <class F> void fields(F& f) { f(name); f(eligible); }
+};
+
+struct HolderEntry {
+  uint32_t nodeid = 0;
+  Version version;
+  template <class F> void fields(F& f) { f(nodeid); f(version); }
+};
+
+// One catalog record.  Merging two records is a join (see Catalog::Merge): higher epoch wins the
+// metadata; latest and per-holder versions take the maximum.
+struct CatalogEntry {
+  std::string name;
+  uint64_t size = 0;
+  uint32_t uid = 0, gid = 0, mode = 0600, replicas = 1, versions_kept = 1, durability = 1;
+  uint64_t epoch = 0;
+  uint32_t owner = 0;
+  uint8_t deleted = 0;
+  Version latest;
+  std::vector<HolderEntry> holders;
+  template <class F> void fields(F& f) {
+    f(name); f(size); f(uid); f(gid); f(mode); f(replicas); f(versions_kept); f(durability);
+    f(epoch); f(owner); f(deleted); f(latest); f(holders);
+  }
+};
+
+struct CatalogMsg {
+  static constexpr MsgType kType = MsgType::kCatalog;
+  std::vector<CatalogEntry> entries;
+  template <class F> void fields(F& f) { f(entries); }
+};
+
+// Ownership compare-and-swap, applied in total order: succeeds iff the catalog's epoch for the
+// segment equals expected_epoch (0 = absent); the new epoch is max(expected_epoch+1, min_epoch).
+struct ClaimMsg {
+  static constexpr MsgType kType = MsgType::kClaim;
+  std::string name;
+  uint64_t expected_epoch = 0, min_epoch = 0;
+  uint8_t reset = 0;  // 1: start from zeros with the parameters below (create / start fresh)
+  uint64_t size = 0;
+  uint32_t uid = 0, gid = 0, mode = 0600, replicas = 1, versions_kept = 1, durability = 1;
+  uint32_t request_id = 0;
+  template <class F> void fields(F& f) {
+    f(name); f(expected_epoch); f(min_epoch); f(reset); f(size); f(uid); f(gid); f(mode);
+    f(replicas); f(versions_kept); f(durability); f(request_id);
+  }
+};
+
+struct ReleaseMsg {
+  static constexpr MsgType kType = MsgType::kRelease;
+  std::string name;
+  uint64_t epoch = 0;
+  template <class F> void fields(F& f) { f(name); f(epoch); }
+};
+
+struct DeleteMsg {
+  static constexpr MsgType kType = MsgType::kDelete;
+  std::string name;
+  uint64_t expected_epoch = 0;
+  template <class F> void fields(F& f) { f(name); f(expected_epoch); }
+};
+
+enum class DataKind : uint8_t { kReplicate = 0, kFetch = 1 };
+
+// Header of a DATA message; the body continues with n_pieces raw pieces:
+//   u64 segment offset | u32 length | bytes.
+struct DataHeader {
+  static constexpr MsgType kType = MsgType::kData;
+  std::string name;
+  uint32_t xfer_id = 0;  // per-sender transfer number
+  Version version;       // version the receiver holds after applying the transfer
+  Version base;          // (0,0): full copy; else the version the pieces apply on top of
+  uint64_t size = 0;     // segment size
+  uint64_t checksum = 0; // segment checksum of `version`
+  uint8_t kind = 0;      // DataKind
+  uint32_t request_id = 0;
+  std::vector<uint32_t> targets;  // nodes that must store it
+  uint32_t chunk_index = 0, chunk_count = 1;
+  uint32_t n_pieces = 0;
+  template <class F> void fields(F& f) {
+    f(name); f(xfer_id); f(version); f(base); f(size); f(checksum); f(kind); f(request_id);
+    f(targets); f(chunk_index); f(chunk_count); f(n_pieces);
+  }
+};
+
+struct DataPiece {
+  uint64_t offset = 0;
+  std::span<const uint8_t> bytes;
+};
+
+enum class AckStatus : uint32_t { kStored = 0, kNeedFull = 1, kFailed = 2 };
+
+struct AckMsg {
+  static constexpr MsgType kType = MsgType::kAck;
+  std::string name;
+  Version version;
+  uint32_t status = 0;  // AckStatus
+  template <class F> void fields(F& f) { f(name); f(version); f(status); }
+};
+
+// Asks `holder` to send `version` of the segment to the sender (DATA kind kFetch).
+struct FetchMsg {
+  static constexpr MsgType kType = MsgType::kFetch;
+  std::string name;
+  Version version;
+  uint32_t holder = 0;
+  uint32_t request_id = 0;
+  template <class F> void fields(F& f) { f(name); f(version); f(holder); f(request_id); }
+};
+
+struct FetchFailMsg {
+  static constexpr MsgType kType = MsgType::kFetchFail;
+  std::string name;
+  uint32_t requester = 0, request_id = 0;
+  template <class F> void fields(F& f) { f(name); f(requester); f(request_id); }
+};
+
+using AnyMsg = std::variant<NodeInfoMsg, CatalogMsg, ClaimMsg, ReleaseMsg, DeleteMsg, AckMsg,
+                            FetchMsg, FetchFailMsg>;
+
+// Encodes a control message with its header.
+template <class T> std::vector<uint8_t> Encode(const T& msg);
+// Encodes a DATA message: header fields, then pieces copied from `pieces`.
+std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces);
+
+struct Decoded {
+  MsgType type{};
+  AnyMsg control;                 // valid when type != kData
+  DataHeader data;                // valid when type == kData
+  std::vector<DataPiece> pieces;  // views into the input buffer
+};
+// Validates header and checksum and decodes the body.  Errors: kProtocol (with a reason).
+Status Decode(std::span<const uint8_t> message, Decoded* out);
+
+}  // namespace ckpt::repl
