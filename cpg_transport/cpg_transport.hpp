@@ -6,8 +6,12 @@
 // retries from a loop timer (never spins, never blocks a callback).  When the queue is full Send()
 // refuses with kNoSpace; on_drained tells the caller when room is back.
 // If corosync goes away (dispatch error other than TRY_AGAIN) the transport finalizes, reports
-// on_lost, and reconnects with backoff; after rejoining, the first view lists every member as
-// joined.  Messages queued at loss are dropped (the caller's protocol re-sends from state).
+// on_lost, and reconnects every reconnect_ms; after rejoining, the first view lists every member
+// as joined.  Messages queued at loss are dropped (the caller's protocol re-sends from state).
+// Messages are never fragmented: libcpg's own fragmentation of messages above the CPG atomic size
+// (1047552 bytes on corosync 3.1) blocks with sleeps, so such messages are refused (kTooLarge).
+// Callbacks run only from the loop (inside the fd handler or a timer), never from inside Send().
+// Shutdown() may be called from a callback; destroying the transport from a callback may not.
 #pragma once
 
 #include <qb/qbloop.h>
@@ -39,19 +43,20 @@ struct CpgView {
 struct CpgCounters {
   uint64_t messages_sent = 0, bytes_sent = 0;
   uint64_t messages_delivered = 0, bytes_delivered = 0;
-  uint64_t try_again = 0;      // CS_ERR_TRY_AGAIN answers from cpg_mcast_joined
+  uint64_t try_again = 0;  // CS_ERR_TRY_AGAIN answers from cpg_mcast_joined
   uint64_t reconnects = 0;
-  uint64_t queue_full = 0;     // Send() refused for lack of room
+  uint64_t queue_full = 0;       // Send() refused for lack of room
+  uint64_t dropped_at_loss = 0;  // queued messages discarded when corosync went away
 };
 
 class CpgTransport {
  public:
   struct Options {
     std::string group = "ckpt";
-    size_t max_queue_bytes = 64u << 20;   // bound on bytes waiting to be multicast
-    size_t max_message_bytes = (1u << 20) + 4096;
-    uint32_t retry_ms = 1;                // TRY_AGAIN retry delay (doubles up to 50 ms)
-    uint32_t reconnect_ms = 1000;         // delay between reconnect attempts
+    size_t max_queue_bytes = 64u << 20;            // bound on bytes waiting to be multicast
+    size_t max_message_bytes = (1u << 20) + 4096;  // capped at the CPG atomic size (see above)
+    uint32_t retry_ms = 1;                         // TRY_AGAIN retry delay (doubles up to 50 ms)
+    uint32_t reconnect_ms = 1000;                  // delay between reconnect attempts
   };
   struct Callbacks {
     std::function<void(uint32_t nodeid, uint32_t pid, std::span<const uint8_t> msg)> deliver;
@@ -61,15 +66,19 @@ class CpgTransport {
   };
 
   // Connects and joins; the fd is polled from `loop`.  Errors: kUnavailable (corosync not
-  // running, or access refused).
+  // running, or access refused), kInvalid (empty group name or longer than 127 bytes).
   static Result<std::unique_ptr<CpgTransport>> Connect(qb_loop_t* loop, const Options& options,
                                                        Callbacks callbacks);
   virtual ~CpgTransport() = default;
 
   virtual uint32_t local_nodeid() const = 0;
+  // Largest message Send() accepts: min(options.max_message_bytes, CPG atomic message size).
+  virtual size_t max_message_bytes() const = 0;
   virtual bool connected() const = 0;
-  // Queues one message (whole: it is sent as one CPG message).  Errors: kTooLarge (above
-  // max_message_bytes), kNoSpace (queue full; wait for drained), kUnavailable (not connected).
+  // Queues one message (whole: it is sent as one CPG message); an empty queue admits any message
+  // up to max_message_bytes().  Errors: kTooLarge (above max_message_bytes()), kNoSpace (queue
+  // full; wait for drained), kUnavailable (not connected).  A hard multicast error found here is
+  // reported later through `lost`.
   virtual Status Send(std::vector<uint8_t> message) = 0;
   virtual size_t queued_bytes() const = 0;
   virtual size_t free_bytes() const = 0;

@@ -32,6 +32,8 @@ class BlockImage {
   // Bytes of block i (the last block may be shorter than kBlockSize).
   std::span<const uint8_t> block(size_t i) const;
   uint64_t block_sum(size_t i) const { return sums_[i]; }
+  // True when block i is the shared all-zero block (holds no private memory).
+  bool is_zero_block(size_t i) const;
 
   // Copies `data` to [offset, offset+data.size()); the range must lie inside the image.
   void Write(uint64_t offset, std::span<const uint8_t> data);
@@ -44,6 +46,8 @@ class BlockImage {
 
  private:
   struct Block;
+  static const std::shared_ptr<Block>& ZeroBlock();  // kBlockSize zero bytes, never written
+  size_t block_len(size_t i) const;
   uint64_t size_ = 0;
   std::vector<std::shared_ptr<Block>> blocks_;
   std::vector<uint64_t> sums_;

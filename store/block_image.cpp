@@ -1,0 +1,111 @@
+#include "store/block_image.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ckpt {
+
+// One block's bytes.  Its length is implied by its position in the image (kBlockSize, or the
+// remainder for the last block); the shared zero block is always kBlockSize long.
+struct BlockImage::Block {
+  explicit Block(size_t len) : data(std::make_unique_for_overwrite<uint8_t[]>(len)) {}
+  std::unique_ptr<uint8_t[]> data;
+};
+
+// The zero block lives in a function-local static, so any image holding it sees use_count() > 1
+// and therefore never writes into it.
+const std::shared_ptr<BlockImage::Block>& BlockImage::ZeroBlock() {
+  static const std::shared_ptr<Block> zero = [] {
+    auto b = std::make_shared<Block>(kBlockSize);
+    std::memset(b->data.get(), 0, kBlockSize);
+    return b;
+  }();
+  return zero;
+}
+
+BlockImage BlockImage::Zero(uint64_t size) {
+  static const uint64_t full_zero_sum = Checksum64(ZeroBlock()->data.get(), kBlockSize);
+  BlockImage img;
+  img.size_ = size;
+  size_t n = static_cast<size_t>((size + kBlockSize - 1) / kBlockSize);
+  img.blocks_.assign(n, ZeroBlock());
+  img.sums_.assign(n, full_zero_sum);
+  if (n > 0 && size % kBlockSize != 0) {
+    img.sums_[n - 1] = Checksum64(ZeroBlock()->data.get(), size % kBlockSize);
+  }
+  return img;
+}
+
+BlockImage BlockImage::FromBytes(std::span<const uint8_t> data) {
+  BlockImage img = Zero(data.size());
+  img.Write(0, data);
+  return img;
+}
+
+size_t BlockImage::block_len(size_t i) const {
+  CKPT_ASSERT(i < blocks_.size());
+  uint64_t start = static_cast<uint64_t>(i) * kBlockSize;
+  return static_cast<size_t>(std::min<uint64_t>(kBlockSize, size_ - start));
+}
+
+std::span<const uint8_t> BlockImage::block(size_t i) const {
+  size_t len = block_len(i);  // asserts i is in range
+  return {blocks_[i]->data.get(), len};
+}
+
+bool BlockImage::is_zero_block(size_t i) const {
+  CKPT_ASSERT(i < blocks_.size());
+  return blocks_[i] == ZeroBlock();
+}
+
+void BlockImage::Write(uint64_t offset, std::span<const uint8_t> data) {
+  CKPT_ASSERT(offset <= size_ && data.size() <= size_ - offset);
+  const uint8_t* src = data.data();
+  uint64_t pos = offset;
+  uint64_t end = offset + data.size();
+  while (pos < end) {
+    size_t i = static_cast<size_t>(pos / kBlockSize);
+    size_t in_block = static_cast<size_t>(pos % kBlockSize);
+    size_t len = block_len(i);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len - in_block, end - pos));
+    std::shared_ptr<Block>& b = blocks_[i];
+    if (b.use_count() > 1) {  // shared (with a snapshot or the zero block): clone first
+      auto fresh = std::make_shared<Block>(len);
+      std::memcpy(fresh->data.get(), b->data.get(), in_block);
+      std::memcpy(fresh->data.get() + in_block + n, b->data.get() + in_block + n,
+                  len - in_block - n);
+      b = std::move(fresh);
+    }
+    std::memcpy(b->data.get() + in_block, src, n);
+    sums_[i] = Checksum64(b->data.get(), len);
+    src += n;
+    pos += n;
+  }
+}
+
+void BlockImage::Read(uint64_t offset, std::span<uint8_t> out) const {
+  CKPT_ASSERT(offset <= size_ && out.size() <= size_ - offset);
+  uint8_t* dst = out.data();
+  uint64_t pos = offset;
+  uint64_t end = offset + out.size();
+  while (pos < end) {
+    size_t i = static_cast<size_t>(pos / kBlockSize);
+    size_t in_block = static_cast<size_t>(pos % kBlockSize);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(block_len(i) - in_block, end - pos));
+    std::memcpy(dst, blocks_[i]->data.get() + in_block, n);
+    dst += n;
+    pos += n;
+  }
+}
+
+uint64_t BlockImage::checksum() const { return ComposeSegmentChecksum(size_, sums_); }
+
+uint64_t BlockImage::allocated_bytes() const {
+  uint64_t total = 0;
+  for (size_t i = 0; i < blocks_.size(); i++) {
+    if (!is_zero_block(i)) total += block_len(i);
+  }
+  return total;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,161 @@
+#include "store/block_image.hpp"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "tests/unit/store/test_util.hpp"
+
+namespace ckpt {
+namespace {
+
+using testing::Bytes;
+using testing::RandomBytes;
+
+const uint64_t kOddSizes[] = {0, 1, 65535, 65536, 65537, 3 * 65536 + 5};
+
+TEST(BlockImageTest, ZeroImagesShareTheZeroBlock) {
+  for (uint64_t size : kOddSizes) {
+    SCOPED_TRACE(size);
+    BlockImage img = BlockImage::Zero(size);
+    std::vector<uint8_t> zeros(size, 0);
+    EXPECT_EQ(img.size(), size);
+    EXPECT_EQ(img.block_count(), (size + kBlockSize - 1) / kBlockSize);
+    EXPECT_EQ(img.allocated_bytes(), 0u);
+    EXPECT_EQ(img.checksum(), SegmentChecksum(zeros.data(), size));
+    EXPECT_EQ(Bytes(img), zeros);
+    for (size_t i = 0; i < img.block_count(); i++) {
+      EXPECT_TRUE(img.is_zero_block(i));
+      uint64_t len = std::min<uint64_t>(kBlockSize, size - i * kBlockSize);
+      EXPECT_EQ(img.block(i).size(), len);
+      EXPECT_EQ(img.block_sum(i), Checksum64(zeros.data(), len));  // short last block too
+    }
+  }
+}
+
+TEST(BlockImageTest, DefaultImageIsEmpty) {
+  BlockImage img;
+  EXPECT_EQ(img.size(), 0u);
+  EXPECT_EQ(img.block_count(), 0u);
+  EXPECT_EQ(img.checksum(), SegmentChecksum(nullptr, 0));
+  EXPECT_EQ(img.checksum(), BlockImage::Zero(0).checksum());
+}
+
+TEST(BlockImageTest, ChecksumEqualsFlatSegmentChecksum) {
+  for (uint64_t size : kOddSizes) {
+    SCOPED_TRACE(size);
+    std::vector<uint8_t> data = RandomBytes(size, static_cast<uint32_t>(size) + 1);
+    BlockImage img = BlockImage::FromBytes(data);
+    EXPECT_EQ(img.checksum(), SegmentChecksum(data.data(), data.size()));
+    EXPECT_EQ(Bytes(img), data);
+    EXPECT_EQ(img.allocated_bytes(), size);
+    for (size_t i = 0; i < img.block_count(); i++) {
+      auto b = img.block(i);
+      EXPECT_EQ(0, std::memcmp(b.data(), data.data() + i * kBlockSize, b.size()));
+      EXPECT_EQ(img.block_sum(i), Checksum64(b));
+    }
+  }
+}
+
+TEST(BlockImageTest, RandomWritesMatchAFlatModel) {
+  for (uint64_t size : kOddSizes) {
+    SCOPED_TRACE(size);
+    std::mt19937_64 rng(size);
+    std::vector<uint8_t> model(size, 0);
+    BlockImage img = BlockImage::Zero(size);
+    for (int round = 0; round < 40; round++) {
+      uint64_t off = size ? rng() % (size + 1) : 0;
+      uint64_t len = (size - off) ? rng() % (size - off + 1) : 0;
+      if (round % 5 == 0) len = std::min<uint64_t>(len, 7);  // small writes, block edges
+      std::vector<uint8_t> data = RandomBytes(len, static_cast<uint32_t>(round));
+      img.Write(off, data);
+      std::copy(data.begin(), data.end(), model.begin() + off);
+      ASSERT_EQ(img.checksum(), SegmentChecksum(model.data(), size));
+      // Partial read at the same range.
+      std::vector<uint8_t> got(len);
+      img.Read(off, got);
+      ASSERT_EQ(got, data);
+    }
+    EXPECT_EQ(Bytes(img), model);
+  }
+}
+
+TEST(BlockImageTest, ZeroLengthWriteAndReadAtEnd) {
+  BlockImage img = BlockImage::Zero(10);
+  img.Write(10, {});
+  std::vector<uint8_t> none;
+  img.Read(10, none);
+  EXPECT_EQ(img.allocated_bytes(), 0u);
+}
+
+TEST(BlockImageTest, WritesAllocateOnlyTouchedBlocks) {
+  BlockImage img = BlockImage::Zero(10 * kBlockSize + 100);
+  uint8_t one = 1;
+  img.Write(3 * kBlockSize + 17, {&one, 1});
+  EXPECT_EQ(img.allocated_bytes(), kBlockSize);
+  EXPECT_FALSE(img.is_zero_block(3));
+  EXPECT_TRUE(img.is_zero_block(2));
+  img.Write(10 * kBlockSize + 99, {&one, 1});  // the short last block
+  EXPECT_EQ(img.allocated_bytes(), kBlockSize + 100);
+  // A write straddling two blocks.
+  std::vector<uint8_t> two(2, 7);
+  img.Write(5 * kBlockSize - 1, two);
+  EXPECT_EQ(img.allocated_bytes(), 3 * kBlockSize + 100);
+  std::vector<uint8_t> flat = Bytes(img);
+  EXPECT_EQ(flat[3 * kBlockSize + 17], 1);
+  EXPECT_EQ(flat[5 * kBlockSize - 1], 7);
+  EXPECT_EQ(flat[5 * kBlockSize], 7);
+  EXPECT_EQ(img.checksum(), SegmentChecksum(flat.data(), flat.size()));
+  // The shared zero block itself stays zero.
+  EXPECT_EQ(Bytes(BlockImage::Zero(kBlockSize)), std::vector<uint8_t>(kBlockSize, 0));
+}
+
+TEST(BlockImageTest, SnapshotIsUnaffectedByLaterWrites) {
+  std::vector<uint8_t> data = RandomBytes(4 * kBlockSize + 9, 42);
+  BlockImage img = BlockImage::FromBytes(data);
+  BlockImage snap = img;  // shares every block
+  for (size_t i = 0; i < img.block_count(); i++)
+    EXPECT_EQ(img.block(i).data(), snap.block(i).data());
+  uint64_t snap_sum = snap.checksum();
+
+  std::vector<uint8_t> patch(100, 0xAB);
+  img.Write(kBlockSize + 10, patch);
+  // The snapshot keeps its bytes and checksum.
+  EXPECT_EQ(Bytes(snap), data);
+  EXPECT_EQ(snap.checksum(), snap_sum);
+  // Only the written block was cloned; the others are still shared.
+  EXPECT_NE(img.block(1).data(), snap.block(1).data());
+  for (size_t i : {0, 2, 3, 4}) EXPECT_EQ(img.block(i).data(), snap.block(i).data());
+  std::copy(patch.begin(), patch.end(), data.begin() + kBlockSize + 10);
+  EXPECT_EQ(Bytes(img), data);
+  EXPECT_EQ(img.checksum(), SegmentChecksum(data.data(), data.size()));
+
+  // Writing again into the now-private block does not clone it again.
+  const uint8_t* before = img.block(1).data();
+  img.Write(kBlockSize, patch);
+  EXPECT_EQ(img.block(1).data(), before);
+}
+
+TEST(BlockImageTest, WritingTheSnapshotLeavesTheOriginal) {
+  std::vector<uint8_t> data = RandomBytes(2 * kBlockSize, 7);
+  BlockImage img = BlockImage::FromBytes(data);
+  BlockImage snap = img;
+  std::vector<uint8_t> patch(kBlockSize * 2, 0);
+  snap.Write(0, patch);
+  EXPECT_EQ(Bytes(img), data);
+  EXPECT_EQ(Bytes(snap), patch);
+  EXPECT_EQ(snap.checksum(), BlockImage::Zero(2 * kBlockSize).checksum());
+}
+
+TEST(BlockImageDeathTest, OutOfRangeAccessAborts) {
+  BlockImage img = BlockImage::Zero(100);
+  std::vector<uint8_t> two(2);
+  EXPECT_DEATH(img.Write(99, two), "assertion failed");
+  EXPECT_DEATH(img.Read(99, two), "assertion failed");
+  EXPECT_DEATH(img.Write(UINT64_MAX, two), "assertion failed");
+  EXPECT_DEATH(img.Read(101, {}), "assertion failed");
+  EXPECT_DEATH(img.block(1), "assertion failed");
+}
+
+}  // namespace
+}  // namespace ckpt

@@ -1,0 +1,624 @@
+#include "store/segment_store.hpp"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/codec.hpp"
+#include "tests/unit/store/test_util.hpp"
+
+namespace ckpt {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Bytes;
+using testing::RandomBytes;
+using testing::TempDir;
+
+// Byte offsets inside a record (see segment_store.cpp): 16-byte prefix, str name, then u64 epoch,
+// seq, base epoch, base seq, size, segment checksum, stored ms, payload length.
+size_t PayloadLenOffset(const std::string& name) { return 16 + 2 + name.size() + 7 * 8; }
+size_t PayloadOffset(const std::string& name) { return PayloadLenOffset(name) + 8; }
+
+std::vector<uint8_t> ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+}
+void FlipByte(const std::string& path, size_t offset) {
+  std::vector<uint8_t> d = ReadFile(path);
+  ASSERT_LT(offset, d.size());
+  d[offset] ^= 0x5A;
+  WriteFile(path, d);
+}
+// Recomputes the record trailer, so only the deeper checks can catch a change.
+void ResealRecord(const std::string& path) {
+  std::vector<uint8_t> d = ReadFile(path);
+  ASSERT_GE(d.size(), 8u);
+  store_le64(d.data() + d.size() - 8, Checksum64(d.data(), d.size() - 8));
+  WriteFile(path, d);
+}
+
+SegmentMeta Meta(const std::string& name, uint64_t size) {
+  SegmentMeta m;
+  m.name = name;
+  m.size = size;
+  m.uid = 1000;
+  m.gid = 1001;
+  m.mode = 0640;
+  m.replicas = 2;
+  m.versions_kept = 3;
+  m.durability = 2;
+  m.epoch = 4;
+  m.owner_nodeid = 7;
+  return m;
+}
+
+class SegmentStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    opts_.state_dir = dir_.path() + "/state/nested";
+    opts_.global_dir = dir_.path() + "/global";
+    opts_.shm_dir = dir_.path() + "/shm";
+    store_ = Open();
+  }
+  std::unique_ptr<SegmentStore> Open() {
+    auto s = SegmentStore::Open(opts_);
+    EXPECT_TRUE(s.ok()) << s.status().message();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::string SegDir(const std::string& name) { return opts_.state_dir + "/segments/" + name; }
+  std::string VFile(const std::string& name, Version v, const char* ext) {
+    return SegDir(name) + "/" + std::to_string(v.epoch) + "-" + std::to_string(v.seq) + ext;
+  }
+  // Reloads with a fresh store object ("restart").
+  std::vector<LoadedSegment> Reload(StoreCounters* counters = nullptr) {
+    store_ = Open();
+    auto r = store_->LoadAll();
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    if (counters) *counters = store_->counters();
+    return r.ok() ? std::move(r).value() : std::vector<LoadedSegment>{};
+  }
+  static const LoadedSegment* Find(const std::vector<LoadedSegment>& segs, const std::string& n) {
+    for (auto& s : segs)
+      if (s.meta.name == n) return &s;
+    return nullptr;
+  }
+  static std::vector<Version> VersionsOf(const LoadedSegment& s) {
+    std::vector<Version> v;
+    for (auto& sv : s.versions) v.push_back(sv.version);
+    return v;
+  }
+  // Stores a segment with a full v(1,1) and deltas v(1,2..n); returns every version's bytes.
+  std::vector<std::vector<uint8_t>> PutChain(const std::string& name, uint64_t size, int n) {
+    std::vector<std::vector<uint8_t>> out;
+    EXPECT_TRUE(store_->PutMeta(Meta(name, size), false).ok());
+    BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+    EXPECT_TRUE(store_->PutFull(name, {1, 1}, img, false).ok());
+    out.push_back(Bytes(img));
+    for (int s = 2; s <= n; s++) {
+      std::vector<ByteRange> ranges = {{static_cast<uint64_t>(s) * 10, 20}, {size - 5, 5}};
+      for (auto& r : ranges) img.Write(r.offset, RandomBytes(r.length, s * 100 + r.offset));
+      Status st = store_->PutDelta(name, {1, static_cast<uint64_t>(s)},
+                                   {1, static_cast<uint64_t>(s - 1)}, ranges, img, false);
+      EXPECT_TRUE(st.ok()) << st.message();
+      out.push_back(Bytes(img));
+    }
+    return out;
+  }
+
+  TempDir dir_;
+  StoreOptions opts_;
+  std::unique_ptr<SegmentStore> store_;
+};
+
+TEST_F(SegmentStoreTest, OpenCreatesDirectories) {
+  struct stat st;
+  ASSERT_EQ(::stat((opts_.state_dir + "/segments").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(opts_.shm_dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_TRUE(fs::is_directory(opts_.global_dir));
+  EXPECT_TRUE(store_->has_global());
+  auto segs = store_->LoadAll();
+  ASSERT_TRUE(segs.ok());
+  EXPECT_TRUE(segs->empty());
+}
+
+TEST_F(SegmentStoreTest, OpenFailsWithPathInMessage) {
+  WriteFile(dir_.path() + "/plainfile", {1});
+  StoreOptions bad;
+  bad.state_dir = dir_.path() + "/plainfile/state";
+  auto s = SegmentStore::Open(bad);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kIo);
+  EXPECT_NE(s.status().message().find(dir_.path() + "/plainfile"), std::string::npos)
+      << s.status().message();
+  EXPECT_FALSE(SegmentStore::Open(StoreOptions{}).ok());  // state_dir is required
+}
+
+TEST_F(SegmentStoreTest, PutFullAndLoad) {
+  SegmentMeta meta = Meta("seg-a", 3 * kBlockSize + 5);
+  ASSERT_TRUE(store_->PutMeta(meta, true).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(meta.size, 3));
+  ASSERT_TRUE(store_->PutFull("seg-a", {4, 9}, img, true).ok());
+  EXPECT_EQ(store_->counters().files_written, 2u);
+  EXPECT_GT(store_->counters().bytes_written, meta.size);
+  EXPECT_TRUE(fs::exists(VFile("seg-a", {4, 9}, ".full")));
+
+  StoreCounters c;
+  auto segs = Reload(&c);
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].meta, meta);
+  ASSERT_EQ(segs[0].versions.size(), 1u);
+  EXPECT_EQ(segs[0].versions[0].version, (Version{4, 9}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), Bytes(img));
+  EXPECT_EQ(segs[0].versions[0].image.checksum(), img.checksum());
+  EXPECT_GT(segs[0].versions[0].stored_unix_ms, 0u);
+  EXPECT_EQ(c.corrupt_files, 0u);
+}
+
+TEST_F(SegmentStoreTest, ZeroSizeAndSparseSegments) {
+  ASSERT_TRUE(store_->PutMeta(Meta("empty", 0), false).ok());
+  ASSERT_TRUE(store_->PutFull("empty", {1, 1}, BlockImage::Zero(0), false).ok());
+  // A mostly-zero segment reloads without allocating its zero blocks.
+  BlockImage sparse = BlockImage::Zero(64 * kBlockSize);
+  sparse.Write(5 * kBlockSize, RandomBytes(10, 1));
+  ASSERT_TRUE(store_->PutMeta(Meta("sparse", sparse.size()), false).ok());
+  ASSERT_TRUE(store_->PutFull("sparse", {1, 1}, sparse, false).ok());
+
+  auto segs = Reload();
+  const LoadedSegment* e = Find(segs, "empty");
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(e->versions.size(), 1u);
+  EXPECT_EQ(e->versions[0].image.size(), 0u);
+  const LoadedSegment* s = Find(segs, "sparse");
+  ASSERT_NE(s, nullptr);
+  ASSERT_EQ(s->versions.size(), 1u);
+  EXPECT_EQ(Bytes(s->versions[0].image), Bytes(sparse));
+  EXPECT_EQ(s->versions[0].image.allocated_bytes(), kBlockSize);
+}
+
+TEST_F(SegmentStoreTest, DeltaChainRebuildsEveryVersion) {
+  auto expected = PutChain("chain", 5 * kBlockSize + 3, 5);
+  for (uint64_t s = 2; s <= 5; s++) EXPECT_TRUE(fs::exists(VFile("chain", {1, s}, ".delta")));
+  auto segs = Reload();
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(segs[0].versions.size(), 5u);
+  for (size_t i = 0; i < 5; i++) {
+    EXPECT_EQ(segs[0].versions[i].version, (Version{1, i + 1}));
+    EXPECT_EQ(Bytes(segs[0].versions[i].image), expected[i]) << i;
+  }
+  // Unchanged blocks are shared between the rebuilt versions.
+  EXPECT_EQ(segs[0].versions[0].image.block(2).data(), segs[0].versions[4].image.block(2).data());
+}
+
+TEST_F(SegmentStoreTest, DeltaWithManyRangesAndContinueAfterRestart) {
+  const uint64_t size = 8 * kBlockSize;
+  ASSERT_TRUE(store_->PutMeta(Meta("many", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 5));
+  ASSERT_TRUE(store_->PutFull("many", {1, 1}, img, false).ok());
+  // 3000 ranges: more iovecs than one writev() takes.
+  std::vector<ByteRange> ranges;
+  for (uint64_t i = 0; i < 3000; i++) ranges.push_back({i * 97 % (size - 3), 3});
+  for (auto& r : ranges) img.Write(r.offset, RandomBytes(3, r.offset));
+  ASSERT_TRUE(store_->PutDelta("many", {1, 2}, {1, 1}, ranges, img, false).ok());
+  EXPECT_TRUE(fs::exists(VFile("many", {1, 2}, ".delta")));
+
+  auto segs = Reload();
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(segs[0].versions.size(), 2u);
+  EXPECT_EQ(Bytes(segs[0].versions[1].image), Bytes(img));
+  // The restarted store continues the chain (its index came from LoadAll).
+  img.Write(0, RandomBytes(8, 9));
+  ASSERT_TRUE(store_->PutDelta("many", {2, 3}, {1, 2}, {{0, 8}}, img, false).ok());
+  EXPECT_TRUE(fs::exists(VFile("many", {2, 3}, ".delta")));
+  segs = Reload();
+  ASSERT_EQ(segs[0].versions.size(), 3u);
+  EXPECT_EQ(Bytes(segs[0].versions[2].image), Bytes(img));
+}
+
+TEST_F(SegmentStoreTest, DeltasAreCompactedIntoFullFiles) {
+  const uint64_t size = 4 * kBlockSize;  // 256 KiB
+  const uint64_t chunk = 100 * 1024;
+  ASSERT_TRUE(store_->PutMeta(Meta("compact", size), false).ok());
+  BlockImage img = BlockImage::Zero(size);
+  ASSERT_TRUE(store_->PutFull("compact", {1, 1}, img, false).ok());
+  for (uint64_t s = 2; s <= 5; s++) {
+    img.Write(0, RandomBytes(chunk, static_cast<uint32_t>(s)));
+    ASSERT_TRUE(store_->PutDelta("compact", {1, s}, {1, s - 1}, {{0, chunk}}, img, false).ok());
+  }
+  // Chain bytes: 100K, 200K, then 300K > 256K -> full; then a new chain starts.
+  EXPECT_TRUE(fs::exists(VFile("compact", {1, 2}, ".delta")));
+  EXPECT_TRUE(fs::exists(VFile("compact", {1, 3}, ".delta")));
+  EXPECT_TRUE(fs::exists(VFile("compact", {1, 4}, ".full")));
+  EXPECT_FALSE(fs::exists(VFile("compact", {1, 4}, ".delta")));
+  EXPECT_TRUE(fs::exists(VFile("compact", {1, 5}, ".delta")));
+  auto segs = Reload();
+  ASSERT_EQ(segs[0].versions.size(), 5u);
+  EXPECT_EQ(Bytes(segs[0].versions[4].image), Bytes(img));
+}
+
+TEST_F(SegmentStoreTest, DeltaOnUnknownBaseIsStoredFull) {
+  ASSERT_TRUE(store_->PutMeta(Meta("nobase", 1000), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(1000, 1));
+  ASSERT_TRUE(store_->PutDelta("nobase", {1, 5}, {1, 4}, {{0, 10}}, img, false).ok());
+  EXPECT_TRUE(fs::exists(VFile("nobase", {1, 5}, ".full")));
+  auto segs = Reload();
+  ASSERT_EQ(segs[0].versions.size(), 1u);
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), Bytes(img));
+}
+
+TEST_F(SegmentStoreTest, InvalidArgumentsAreRejected) {
+  BlockImage img = BlockImage::Zero(100);
+  EXPECT_EQ(store_->PutDelta("x", {1, 2}, {1, 1}, {{90, 11}}, img, false).code(), Code::kInvalid);
+  EXPECT_EQ(store_->PutDelta("x", {1, 2}, {1, 2}, {}, img, false).code(), Code::kInvalid);
+  EXPECT_EQ(store_->PutFull("../evil", {1, 1}, img, false).code(), Code::kBadName);
+  EXPECT_EQ(store_->PutMeta(Meta(".hidden", 1), false).code(), Code::kBadName);
+  EXPECT_EQ(store_->InstallLocal("a/b", img, 0, 0, 0600).code(), Code::kBadName);
+}
+
+TEST_F(SegmentStoreTest, WriteErrorsNameThePath) {
+  WriteFile(opts_.state_dir + "/segments/blocked", {1});  // a file where the dir should be
+  Status st = store_->PutMeta(Meta("blocked", 1), false);
+  EXPECT_EQ(st.code(), Code::kIo);
+  EXPECT_NE(st.message().find(opts_.state_dir + "/segments/blocked"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find(std::strerror(ENOTDIR)), std::string::npos) << st.message();
+
+  // The final name is taken by a directory: rename fails, the temporary file is removed.
+  ASSERT_TRUE(store_->PutMeta(Meta("ren", 10), false).ok());
+  fs::create_directory(VFile("ren", {1, 1}, ".full"));
+  fs::create_directory(VFile("ren", {1, 1}, ".full") +
+                       "/x");  // non-empty: rename cannot replace it
+  st = store_->PutFull("ren", {1, 1}, BlockImage::Zero(10), true);
+  EXPECT_EQ(st.code(), Code::kIo);
+  EXPECT_NE(st.message().find(VFile("ren", {1, 1}, ".full")), std::string::npos) << st.message();
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(SegDir("ren"))) files.push_back(e.path().filename());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"1-1.full", "meta"}));
+  EXPECT_EQ(store_->counters().files_written, 1u);
+}
+
+TEST_F(SegmentStoreTest, PruneKeepsWhatKeptVersionsDependOn) {
+  const uint64_t size = 4 * kBlockSize;
+  ASSERT_TRUE(store_->PutMeta(Meta("p", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+  ASSERT_TRUE(store_->PutFull("p", {1, 1}, img, false).ok());
+  img.Write(0, RandomBytes(10, 2));
+  ASSERT_TRUE(store_->PutDelta("p", {1, 2}, {1, 1}, {{0, 10}}, img, false).ok());
+  ASSERT_TRUE(store_->PutFull("p", {1, 3}, img, false).ok());
+  img.Write(20, RandomBytes(10, 4));
+  ASSERT_TRUE(store_->PutDelta("p", {1, 4}, {1, 3}, {{20, 10}}, img, false).ok());
+  img.Write(40, RandomBytes(10, 5));
+  ASSERT_TRUE(store_->PutDelta("p", {1, 5}, {1, 4}, {{40, 10}}, img, false).ok());
+  auto v5 = Bytes(img);
+
+  ASSERT_TRUE(store_->Prune("p", {1, 5}).ok());
+  EXPECT_FALSE(fs::exists(VFile("p", {1, 1}, ".full")));
+  EXPECT_FALSE(fs::exists(VFile("p", {1, 2}, ".delta")));
+  EXPECT_TRUE(fs::exists(VFile("p", {1, 3}, ".full")));   // base of 4
+  EXPECT_TRUE(fs::exists(VFile("p", {1, 4}, ".delta")));  // base of 5
+  auto segs = Reload();
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 3}, {1, 4}, {1, 5}}));
+  EXPECT_EQ(Bytes(segs[0].versions[2].image), v5);
+
+  // A new store object (no LoadAll) prunes from the files' headers.
+  store_ = Open();
+  ASSERT_TRUE(store_->PutFull("p", {1, 6}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("p", {1, 6}).ok());
+  std::vector<std::string> left;
+  for (auto& e : fs::directory_iterator(SegDir("p"))) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"1-6.full", "meta"}));
+  EXPECT_TRUE(store_->Prune("never-stored", {1, 1}).ok());
+}
+
+TEST_F(SegmentStoreTest, NewStoreContinuesChainFromHeaders) {
+  PutChain("lazy", 2 * kBlockSize, 2);
+  store_ = Open();  // no LoadAll: the index is rebuilt from headers on demand
+  BlockImage img = BlockImage::Zero(2 * kBlockSize);
+  ASSERT_TRUE(store_->PutDelta("lazy", {1, 3}, {1, 2}, {{0, 1}}, img, false).ok());
+  EXPECT_TRUE(fs::exists(VFile("lazy", {1, 3}, ".delta")));
+}
+
+TEST_F(SegmentStoreTest, DropSegmentRemovesEverything) {
+  PutChain("gone", 1000, 3);
+  PutChain("stays", 1000, 1);
+  ASSERT_TRUE(store_->PutGlobal(Meta("gone", 1000), {1, 1}, BlockImage::Zero(1000)).ok());
+  ASSERT_TRUE(store_->DropSegment("gone", true).ok());
+  EXPECT_FALSE(fs::exists(SegDir("gone")));
+  EXPECT_FALSE(fs::exists(opts_.global_dir + "/gone.ckpt"));
+  EXPECT_TRUE(store_->DropSegment("gone", true).ok());  // idempotent
+  auto segs = Reload();
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].meta.name, "stays");
+}
+
+// ---- damaged files -----------------------------------------------------------------------------
+
+TEST_F(SegmentStoreTest, FlippedByteInFullIsQuarantinedWithItsDependents) {
+  const uint64_t size = 2 * kBlockSize;
+  auto good = PutChain("good", 3000, 3);
+  ASSERT_TRUE(store_->PutMeta(Meta("bad", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+  ASSERT_TRUE(store_->PutFull("bad", {1, 1}, img, false).ok());
+  ASSERT_TRUE(store_->PutDelta("bad", {1, 2}, {1, 1}, {{0, 1}}, img, false).ok());
+  img.Write(5, RandomBytes(3, 3));
+  ASSERT_TRUE(store_->PutFull("bad", {1, 3}, img, false).ok());
+  ASSERT_TRUE(store_->PutDelta("bad", {1, 4}, {1, 3}, {{5, 3}}, img, false).ok());
+
+  FlipByte(VFile("bad", {1, 1}, ".full"), PayloadOffset("bad") + 12345);
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 1u);
+  EXPECT_TRUE(fs::exists(VFile("bad", {1, 1}, ".full.corrupt")));
+  EXPECT_FALSE(fs::exists(VFile("bad", {1, 1}, ".full")));
+  EXPECT_FALSE(fs::exists(VFile("bad", {1, 2}, ".delta")));  // orphaned delta removed
+  const LoadedSegment* bad = Find(segs, "bad");
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(VersionsOf(*bad), (std::vector<Version>{{1, 3}, {1, 4}}));
+  EXPECT_EQ(Bytes(bad->versions[1].image), Bytes(img));
+  const LoadedSegment* g = Find(segs, "good");
+  ASSERT_NE(g, nullptr);
+  ASSERT_EQ(g->versions.size(), 3u);
+  EXPECT_EQ(Bytes(g->versions[2].image), good[2]);
+
+  // Quarantined files are not looked at again.
+  auto again = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 0u);
+  EXPECT_EQ(VersionsOf(*Find(again, "bad")), (std::vector<Version>{{1, 3}, {1, 4}}));
+}
+
+TEST_F(SegmentStoreTest, TruncatedDeltaDropsTheRestOfTheChain) {
+  auto expected = PutChain("t", 4000, 4);
+  std::string d2 = VFile("t", {1, 2}, ".delta");
+  fs::resize_file(d2, fs::file_size(d2) - 3);
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 1u);
+  EXPECT_TRUE(fs::exists(d2 + ".corrupt"));
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), expected[0]);
+}
+
+TEST_F(SegmentStoreTest, GarbageMetaSkipsOnlyThatSegment) {
+  PutChain("good", 100, 2);
+  PutChain("bad", 100, 2);
+  WriteFile(SegDir("bad") + "/meta", RandomBytes(300, 9));
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 1u);
+  EXPECT_TRUE(fs::exists(SegDir("bad") + "/meta.corrupt"));
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].meta.name, "good");
+  EXPECT_EQ(segs[0].versions.size(), 2u);
+}
+
+TEST_F(SegmentStoreTest, ZeroLengthAndGarbageFilesAreQuarantined) {
+  auto expected = PutChain("z", 5000, 2);
+  WriteFile(VFile("z", {1, 2}, ".delta"), {});                      // zero-length
+  WriteFile(VFile("z", {1, 7}, ".full"), RandomBytes(1 << 16, 1));  // random bytes
+  WriteFile(VFile("z", {1, 8}, ".full"), {'C', 'K', 'P', 'T'});     // shorter than a header
+  WriteFile(SegDir("z") + "/.1-9.full.tmp-abcdef", {1, 2, 3});      // crash leftover
+  WriteFile(SegDir("z") + "/unrelated.txt", {1});                   // ignored
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 3u);
+  EXPECT_TRUE(fs::exists(VFile("z", {1, 2}, ".delta.corrupt")));
+  EXPECT_TRUE(fs::exists(VFile("z", {1, 7}, ".full.corrupt")));
+  EXPECT_TRUE(fs::exists(VFile("z", {1, 8}, ".full.corrupt")));
+  EXPECT_FALSE(fs::exists(SegDir("z") + "/.1-9.full.tmp-abcdef"));
+  EXPECT_TRUE(fs::exists(SegDir("z") + "/unrelated.txt"));
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), expected[0]);
+}
+
+TEST_F(SegmentStoreTest, HugeLengthsInHeadersAreRejectedWithoutAllocating) {
+  PutChain("h", 1000, 1);
+  std::string full = VFile("h", {1, 1}, ".full");
+  std::vector<uint8_t> orig = ReadFile(full);
+  struct Patch {
+    size_t offset;
+    uint64_t value;
+    int width;
+  } patches[] = {
+      {PayloadLenOffset("h"), 1ull << 60, 8},  // payload length
+      {PayloadLenOffset("h"), ~0ull, 8},
+      {12, 0xFFFFFFFFu, 4},  // header length
+      {12, 3, 4},
+      {16, 0xFFFF, 2},  // name length
+      {8, 2, 2},        // format version
+      {10, 99, 2},      // kind
+  };
+  for (const Patch& p : patches) {
+    SCOPED_TRACE(p.offset);
+    std::vector<uint8_t> d = orig;
+    for (int i = 0; i < p.width; i++) d[p.offset + i] = static_cast<uint8_t>(p.value >> (8 * i));
+    WriteFile(full, d);
+    ResealRecord(full);  // only the structural checks can catch it
+    StoreCounters c;
+    auto segs = Reload(&c);
+    EXPECT_EQ(c.corrupt_files, 1u);
+    ASSERT_EQ(segs.size(), 1u);
+    EXPECT_TRUE(segs[0].versions.empty());
+    ASSERT_TRUE(fs::exists(full + ".corrupt"));
+    fs::remove(full + ".corrupt");
+  }
+}
+
+TEST_F(SegmentStoreTest, IntactRecordWithWrongImageIsCorrupt) {
+  // A payload change with a recomputed record checksum: only the segment checksum catches it.
+  auto expected = PutChain("w", 3 * kBlockSize, 2);
+  std::string d2 = VFile("w", {1, 2}, ".delta");
+  FlipByte(d2, fs::file_size(d2) - 9);  // last payload byte
+  ResealRecord(d2);
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 1u);
+  EXPECT_TRUE(fs::exists(d2 + ".corrupt"));
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}}));
+}
+
+TEST_F(SegmentStoreTest, MisnamedFileIsCorrupt) {
+  PutChain("m", 100, 1);
+  fs::copy_file(VFile("m", {1, 1}, ".full"), VFile("m", {1, 5}, ".full"));
+  StoreCounters c;
+  auto segs = Reload(&c);
+  EXPECT_EQ(c.corrupt_files, 1u);
+  EXPECT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}}));
+}
+
+TEST_F(SegmentStoreTest, SegmentWithoutIntactVersionIsReturnedEmpty) {
+  PutChain("novers", 100, 1);
+  FlipByte(VFile("novers", {1, 1}, ".full"), PayloadOffset("novers"));
+  auto segs = Reload();
+  ASSERT_EQ(segs.size(), 1u);
+  EXPECT_EQ(segs[0].meta, Meta("novers", 100));
+  EXPECT_TRUE(segs[0].versions.empty());
+}
+
+// ---- global copies -----------------------------------------------------------------------------
+
+TEST_F(SegmentStoreTest, GlobalRoundTrip) {
+  SegmentMeta meta = Meta("glob", 2 * kBlockSize + 1);
+  BlockImage img = BlockImage::FromBytes(RandomBytes(meta.size, 4));
+  auto none = store_->LoadGlobal("glob");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(store_->PutGlobal(meta, {4, 2}, img).ok());
+  img.Write(0, RandomBytes(5, 5));
+  ASSERT_TRUE(store_->PutGlobal(meta, {4, 3}, img).ok());  // replaces
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(opts_.global_dir)) files.push_back(e.path().filename());
+  EXPECT_EQ(files, (std::vector<std::string>{"glob.ckpt"}));  // no temp files left
+
+  auto got = Open()->LoadGlobal("glob");
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  ASSERT_TRUE(got->has_value());
+  const LoadedSegment& seg = **got;
+  EXPECT_EQ(seg.meta, meta);
+  ASSERT_EQ(seg.versions.size(), 1u);
+  EXPECT_EQ(seg.versions[0].version, (Version{4, 3}));
+  EXPECT_EQ(Bytes(seg.versions[0].image), Bytes(img));
+}
+
+TEST_F(SegmentStoreTest, CorruptGlobalIsReported) {
+  SegmentMeta meta = Meta("glob", 1000);
+  ASSERT_TRUE(store_->PutGlobal(meta, {1, 1}, BlockImage::FromBytes(RandomBytes(1000, 1))).ok());
+  std::string path = opts_.global_dir + "/glob.ckpt";
+  std::vector<uint8_t> orig = ReadFile(path);
+  FlipByte(path, orig.size() - 100);
+  auto r = store_->LoadGlobal("glob");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCorrupt);
+  EXPECT_NE(r.status().message().find(path), std::string::npos);
+  fs::resize_file(path, orig.size() / 2);
+  EXPECT_EQ(store_->LoadGlobal("glob").status().code(), Code::kCorrupt);
+  WriteFile(path, {});
+  EXPECT_EQ(store_->LoadGlobal("glob").status().code(), Code::kCorrupt);
+  // A version file is not a global record.
+  PutChain("glob", 1000, 1);
+  fs::copy_file(VFile("glob", {1, 1}, ".full"), path, fs::copy_options::overwrite_existing);
+  EXPECT_EQ(store_->LoadGlobal("glob").status().code(), Code::kCorrupt);
+}
+
+TEST_F(SegmentStoreTest, NoGlobalDirectory) {
+  opts_.global_dir.clear();
+  store_ = Open();
+  EXPECT_FALSE(store_->has_global());
+  EXPECT_EQ(store_->PutGlobal(Meta("g", 1), {1, 1}, BlockImage::Zero(1)).code(), Code::kInvalid);
+  auto r = store_->LoadGlobal("g");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+}
+
+// ---- local storage -----------------------------------------------------------------------------
+
+TEST_F(SegmentStoreTest, InstallLocalReplacesAtomically) {
+  const uint64_t size = 4 * kBlockSize + 10;
+  BlockImage v1 = BlockImage::FromBytes(RandomBytes(size, 1));
+  BlockImage v2 = BlockImage::Zero(size);  // zero blocks become holes
+  v2.Write(kBlockSize + 3, RandomBytes(2 * kBlockSize, 2));
+  std::string path = store_->LocalPath("loc");
+  EXPECT_EQ(path, opts_.shm_dir + "/loc");
+
+  ASSERT_TRUE(store_->InstallLocal("loc", v1, 1234, 2345, 0640).ok());
+  EXPECT_EQ(ReadFile(path), Bytes(v1));
+  // An application mapping of v1 keeps seeing v1 in full: the new file replaces it by rename.
+  int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  ::close(fd);
+
+  ASSERT_TRUE(store_->InstallLocal("loc", v2, 1234, 2345, 0604).ok());
+  EXPECT_EQ(ReadFile(path), Bytes(v2));
+  EXPECT_EQ(0, std::memcmp(map, Bytes(v1).data(), size));
+  ::munmap(map, size);
+
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0604u);
+  if (::geteuid() == 0) {
+    EXPECT_EQ(st.st_uid, 1234u);
+    EXPECT_EQ(st.st_gid, 2345u);
+  }
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(opts_.shm_dir)) files.push_back(e.path().filename());
+  EXPECT_EQ(files, (std::vector<std::string>{"loc"}));  // no temp files left
+
+  ASSERT_TRUE(store_->RemoveLocal("loc").ok());
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(store_->RemoveLocal("loc").ok());  // already gone
+}
+
+TEST_F(SegmentStoreTest, EnsureLocalCreatesOrKeeps) {
+  std::string path = store_->LocalPath("e");
+  uid_t uid = ::geteuid();
+  gid_t gid = ::getegid();
+  ASSERT_TRUE(store_->EnsureLocal("e", 3000, uid, gid, 0600).ok());
+  EXPECT_EQ(ReadFile(path), std::vector<uint8_t>(3000, 0));
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  // Right size: the content stays (the application's working copy), mode is updated.
+  std::vector<uint8_t> data = RandomBytes(3000, 3);
+  WriteFile(path, data);
+  ASSERT_TRUE(store_->EnsureLocal("e", 3000, uid, gid, 0660).ok());
+  EXPECT_EQ(ReadFile(path), data);
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+
+  // Wrong size: replaced by a zero file of the right size.
+  ASSERT_TRUE(store_->EnsureLocal("e", 5000, uid, gid, 0600).ok());
+  EXPECT_EQ(ReadFile(path), std::vector<uint8_t>(5000, 0));
+  // Size zero works too.
+  ASSERT_TRUE(store_->EnsureLocal("e0", 0, uid, gid, 0600).ok());
+  EXPECT_TRUE(fs::exists(store_->LocalPath("e0")));
+  EXPECT_EQ(fs::file_size(store_->LocalPath("e0")), 0u);
+}
+
+TEST_F(SegmentStoreTest, LocalStorageDirectoryIsRecreated) {
+  fs::remove_all(opts_.shm_dir);  // e.g. /dev/shm/ckpt removed by a reboot or an admin
+  ASSERT_TRUE(store_
+                  ->InstallLocal("r", BlockImage::FromBytes(RandomBytes(10, 1)), ::geteuid(),
+                                 ::getegid(), 0600)
+                  .ok());
+  EXPECT_EQ(fs::file_size(store_->LocalPath("r")), 10u);
+}
+
+}  // namespace
+}  // namespace ckpt
