@@ -178,6 +178,7 @@ void Daemon::CreateEngine(uint32_t self_nodeid) {
   ec.max_total_bytes = config_.max_total_bytes;
   ec.chunk_bytes = config_.chunk_bytes;
   ec.has_global_dir = !config_.global_dir.empty();
+  ec.shm_dir = config_.shm_dir;
 
   if (engine_) {
     // The engine was serving IPC (cluster ops UNAVAILABLE) before corosync told us our nodeid.

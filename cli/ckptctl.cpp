@@ -69,16 +69,25 @@ constexpr const char* kExitTable =
 
 int ExitFor(int rc) {
   switch (rc) {
-    case CKPT_OK: return kExitOk;
-    case CKPT_NO_CHECKPOINT: return kExitNoCheckpoint;
-    case CKPT_ERR_NAME: return kExitUsage;
-    case CKPT_ERR_NOT_FOUND: return kExitNotFound;
-    case CKPT_ERR_UNAVAILABLE: return kExitUnavailable;
-    case CKPT_ERR_TIMEOUT: return kExitTimeout;
-    case CKPT_ERR_PERMISSION: return kExitPermission;
+    case CKPT_OK:
+      return kExitOk;
+    case CKPT_NO_CHECKPOINT:
+      return kExitNoCheckpoint;
+    case CKPT_ERR_NAME:
+      return kExitUsage;
+    case CKPT_ERR_NOT_FOUND:
+      return kExitNotFound;
+    case CKPT_ERR_UNAVAILABLE:
+      return kExitUnavailable;
+    case CKPT_ERR_TIMEOUT:
+      return kExitTimeout;
+    case CKPT_ERR_PERMISSION:
+      return kExitPermission;
     case CKPT_ERR_CONFLICT:
-    case CKPT_ERR_FENCED: return kExitConflict;
-    default: return kExitFailed;
+    case CKPT_ERR_FENCED:
+      return kExitConflict;
+    default:
+      return kExitFailed;
   }
 }
 
@@ -115,13 +124,27 @@ std::string JsonStr(const std::string& s) {
   std::string out = "\"";
   for (unsigned char ch : s) {
     switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (ch < 0x20 || ch == 0x7f) {
           char buf[8];
@@ -148,10 +171,14 @@ std::string Octal(uint32_t mode) {
 }
 const char* DurabilityName(uint32_t d) {
   switch (d) {
-    case CKPT_DURABILITY_MEMORY: return "memory";
-    case CKPT_DURABILITY_FSYNC: return "fsync";
-    case CKPT_DURABILITY_DEFAULT: return "default";
-    default: return "unknown";
+    case CKPT_DURABILITY_MEMORY:
+      return "memory";
+    case CKPT_DURABILITY_FSYNC:
+      return "fsync";
+    case CKPT_DURABILITY_DEFAULT:
+      return "default";
+    default:
+      return "unknown";
   }
 }
 std::string NodeStr(uint32_t nodeid, const char* name) {
@@ -212,7 +239,8 @@ struct Command {
 uint32_t TimeoutMs(const po::variables_map& vm) {
   if (!vm.count("timeout")) return 0;
   double s = vm["timeout"].as<double>();
-  if (!(s >= 0) || s > 4294967.0) throw UsageError("--timeout must be between 0 and 4294967 seconds");
+  if (!(s >= 0) || s > 4294967.0)
+    throw UsageError("--timeout must be between 0 and 4294967 seconds");
   return static_cast<uint32_t>(std::llround(s * 1000));
 }
 
@@ -290,10 +318,10 @@ std::string SegmentJson(const ckpt_segment_info_t& s) {
   o << "{\"name\":" << JsonStr(s.name) << ",\"size\":" << s.size
     << ",\"owner_nodeid\":" << s.owner_nodeid << ",\"owner_name\":" << JsonStr(s.owner_name)
     << ",\"latest\":" << JsonVersion(s.latest) << ",\"replicas\":" << s.replicas
-    << ",\"versions_kept\":" << s.versions_kept << ",\"durability\":"
-    << JsonStr(DurabilityName(s.durability)) << ",\"uid\":" << s.uid << ",\"gid\":" << s.gid
-    << ",\"mode\":" << JsonStr(Octal(s.mode)) << ",\"acked_replicas\":" << s.acked_replicas
-    << ",\"holders\":[";
+    << ",\"versions_kept\":" << s.versions_kept
+    << ",\"durability\":" << JsonStr(DurabilityName(s.durability)) << ",\"uid\":" << s.uid
+    << ",\"gid\":" << s.gid << ",\"mode\":" << JsonStr(Octal(s.mode))
+    << ",\"acked_replicas\":" << s.acked_replicas << ",\"holders\":[";
   for (uint32_t i = 0; i < s.n_holders && i < 16; i++) {
     const auto& h = s.holders[i];
     o << (i ? "," : "") << "{\"nodeid\":" << h.nodeid << ",\"name\":" << JsonStr(h.node_name)
@@ -347,20 +375,21 @@ int CmdShow(const po::variables_map& vm) {
   std::string targets;
   for (uint32_t i = 0; i < s.n_holders && i < 16; i++)
     if (s.holders[i].is_target)
-      targets += (targets.empty() ? "" : ", ") + NodeStr(s.holders[i].nodeid, s.holders[i].node_name);
+      targets +=
+          (targets.empty() ? "" : ", ") + NodeStr(s.holders[i].nodeid, s.holders[i].node_name);
   Table t({"name:", s.name});
   t.Add({"size:", std::to_string(s.size) + " bytes"});
   t.Add({"version:", VersionStr(s.latest)});
   t.Add({"owner:", s.owner_nodeid ? NodeStr(s.owner_nodeid, s.owner_name) + " (id " +
                                         std::to_string(s.owner_nodeid) + ")"
                                   : "none (released)"});
-  t.Add({"replicas:", std::to_string(s.replicas) + " wanted, " +
-                          std::to_string(s.acked_replicas) + " hold the latest version"});
+  t.Add({"replicas:", std::to_string(s.replicas) + " wanted, " + std::to_string(s.acked_replicas) +
+                          " hold the latest version"});
   t.Add({"targets:", targets.empty() ? "-" : targets});
   t.Add({"versions kept:", std::to_string(s.versions_kept)});
   t.Add({"durability:", DurabilityName(s.durability)});
-  t.Add({"access:", "uid " + std::to_string(s.uid) + ", gid " + std::to_string(s.gid) +
-                        ", mode " + Octal(s.mode)});
+  t.Add({"access:", "uid " + std::to_string(s.uid) + ", gid " + std::to_string(s.gid) + ", mode " +
+                        Octal(s.mode)});
   t.Print(std::cout);
   if (s.n_holders) {
     std::cout << "\n";
@@ -368,9 +397,8 @@ int CmdShow(const po::variables_map& vm) {
     for (uint32_t i = 0; i < s.n_holders && i < 16; i++) {
       const auto& x = s.holders[i];
       std::string role = x.is_owner ? "owner" : (x.is_target ? "replica" : "stale copy");
-      std::string lag = x.version.seq <= s.latest.seq
-                            ? std::to_string(s.latest.seq - x.version.seq)
-                            : "-";
+      std::string lag =
+          x.version.seq <= s.latest.seq ? std::to_string(s.latest.seq - x.version.seq) : "-";
       h.Add({NodeStr(x.nodeid, x.node_name), std::to_string(x.nodeid), VersionStr(x.version), lag,
              x.live ? "yes" : "no", role});
     }
@@ -425,7 +453,8 @@ int CmdPut(const po::variables_map& vm) {
     char* end = nullptr;
     errno = 0;
     unsigned long v = std::strtoul(m.c_str(), &end, 8);
-    if (m.empty() || *end || errno || v > 0777) throw UsageError("--mode must be octal, at most 0777");
+    if (m.empty() || *end || errno || v > 0777)
+      throw UsageError("--mode must be octal, at most 0777");
     o.mode = static_cast<uint32_t>(v);
   }
   uint32_t t = TimeoutMs(vm);
@@ -467,8 +496,8 @@ int CmdPut(const po::variables_map& vm) {
     if (rc == CKPT_ERR_EXISTS) {
       ckpt_segment_info_t info;
       if (ckpt_stat(c.get(), name.c_str(), &info) == CKPT_OK && info.size != o.size) {
-        Msg("put " + name + ": segment exists with " + std::to_string(info.size) +
-            " bytes, " + file + " has " + std::to_string(o.size));
+        Msg("put " + name + ": segment exists with " + std::to_string(info.size) + " bytes, " +
+            file + " has " + std::to_string(o.size));
         return kExitFailed;
       }
     }
@@ -481,8 +510,8 @@ int CmdPut(const po::variables_map& vm) {
       ssize_t n = read(fd, data + done, o.size - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        Msg("put " + name + ": " + file + (n < 0 ? ": " + std::string(strerror(errno))
-                                                 : " shrank while reading"));
+        Msg("put " + name + ": " + file +
+            (n < 0 ? ": " + std::string(strerror(errno)) : " shrank while reading"));
         ckpt_close(seg);
         return kExitFailed;
       }
@@ -552,8 +581,8 @@ int CmdGet(const po::variables_map& vm) {
     return kExitFailed;
   }
   ckpt_version_t got{};
-  int rc = ckpt_read(c.get(), name.c_str(), want ? &*want : nullptr, 0, data.data(), data.size(),
-                     &got);
+  int rc =
+      ckpt_read(c.get(), name.c_str(), want ? &*want : nullptr, 0, data.data(), data.size(), &got);
   if (rc < 0) return Report(rc, c.get(), "get " + name);
   if (rc == CKPT_NO_CHECKPOINT) {
     Msg("get " + name + ": no checkpoint exists (no node holds a version)");
@@ -607,8 +636,7 @@ int CmdVersions(const po::variables_map& vm) {
   for (size_t i = 0; i < n; i++) {
     char sum[32];
     std::snprintf(sum, sizeof sum, "%016" PRIx64, v[i].checksum);
-    t.Add({VersionStr(v[i].version), std::to_string(v[i].size), sum,
-           TimeStr(v[i].stored_unix_ms)});
+    t.Add({VersionStr(v[i].version), std::to_string(v[i].size), sum, TimeStr(v[i].stored_unix_ms)});
   }
   t.Print(std::cout);
   return kExitOk;
@@ -651,7 +679,8 @@ int CmdFlush(const po::variables_map& vm) {
       return kExitFailed;
     }
     if (rc == CKPT_ERR_BUSY) {
-      Msg("flush " + name + ": the segment is open by its writer on this node; flush from that "
+      Msg("flush " + name +
+          ": the segment is open by its writer on this node; flush from that "
           "process, or use 'ckptctl release'");
       return kExitFailed;
     }
@@ -661,7 +690,8 @@ int CmdFlush(const po::variables_map& vm) {
   int rc = ckpt_flush(seg, t);
   int code = rc < 0 ? Report(rc, c.get(), "flush " + name) : kExitOk;
   ckpt_close(seg);
-  if (rc == CKPT_OK) std::cout << "flushed " << name << ": version " << VersionStr(v) << " is replicated\n";
+  if (rc == CKPT_OK)
+    std::cout << "flushed " << name << ": version " << VersionStr(v) << " is replicated\n";
   return code;
 }
 
@@ -721,12 +751,20 @@ std::vector<Command> Commands() {
   return {
       {"status", "[--json]", "ckptd's membership and counters on this node", json, {}, CmdStatus},
       {"list", "[--json]", "list the segments of the cluster", json, {}, CmdList},
-      {"show", "NAME [--json]", "a segment's owner, version, replicas and their lag", json,
-       {{"name", 1}}, CmdShow},
-      {"pull", "NAME [--timeout S]",
+      {"show",
+       "NAME [--json]",
+       "a segment's owner, version, replicas and their lag",
+       json,
+       {{"name", 1}},
+       CmdShow},
+      {"pull",
+       "NAME [--timeout S]",
        "bring the newest version here and make this node the owner (exit 4: none exists)",
-       timeout, {{"name", 1}}, CmdPull},
-      {"put", "NAME FILE|- [options]",
+       timeout,
+       {{"name", 1}},
+       CmdPull},
+      {"put",
+       "NAME FILE|- [options]",
        "create/overwrite a segment from a file (sized to the file) and commit it",
        [](po::options_description& d) {
          d.add_options()("replicas", po::value<uint32_t>()->value_name("R"),
@@ -740,31 +778,50 @@ std::vector<Command> Commands() {
              "no-sync", po::bool_switch(), "return once the version is queued");
          AddTimeout(d, "seconds to wait for the replicas (default 30)");
        },
-       {{"name", 1}, {"file", 1}}, CmdPut},
-      {"get", "NAME [--version E.S] [FILE|-]",
+       {{"name", 1}, {"file", 1}},
+       CmdPut},
+      {"get",
+       "NAME [--version E.S] [FILE|-]",
        "write a version (default: the newest) to FILE or stdout (exit 4: none exists)",
        [](po::options_description& d) {
          d.add_options()("version", po::value<std::string>()->value_name("E.S"),
                          "the version EPOCH.SEQ to read");
        },
-       {{"name", 1}, {"file", 1}}, CmdGet},
-      {"versions", "NAME [--json]", "versions of a segment kept by this node's store", json,
-       {{"name", 1}}, CmdVersions},
+       {{"name", 1}, {"file", 1}},
+       CmdGet},
+      {"versions",
+       "NAME [--json]",
+       "versions of a segment kept by this node's store",
+       json,
+       {{"name", 1}},
+       CmdVersions},
       {"delete", "NAME", "delete a segment on every node", none, {{"name", 1}}, CmdDelete},
-      {"release", "NAME [--timeout S]",
-       "wait for the replicas, then give up ownership of a segment", timeout, {{"name", 1}},
+      {"release",
+       "NAME [--timeout S]",
+       "wait for the replicas, then give up ownership of a segment",
+       timeout,
+       {{"name", 1}},
        CmdRelease},
-      {"flush", "NAME [--timeout S]",
-       "wait until the replicas acknowledged the latest version (owner only)", timeout,
-       {{"name", 1}}, CmdFlush},
-      {"monitor", "NAME",
-       "OCF monitor: exit 0 if owned here, 7 if not, 1 if ckptd is unreachable", none,
-       {{"name", 1}}, CmdMonitor},
+      {"flush",
+       "NAME [--timeout S]",
+       "wait until the replicas acknowledged the latest version (owner only)",
+       timeout,
+       {{"name", 1}},
+       CmdFlush},
+      {"monitor",
+       "NAME",
+       "OCF monitor: exit 0 if owned here, 7 if not, 1 if ckptd is unreachable",
+       none,
+       {{"name", 1}},
+       CmdMonitor},
   };
 }
 
+constexpr const char* kGlobalUsage = "Usage: ckptctl [--help] [--version] COMMAND [ARGS...]";
+
 void GlobalHelp(std::ostream& os, const std::vector<Command>& cmds) {
-  os << "Usage: ckptctl [--help] [--version] COMMAND [ARGS...]\n"
+  os << kGlobalUsage
+     << "\n"
         "Control and inspect ckpt, the replicated checkpoint service (talks to the local ckptd).\n"
         "\nCommands:\n";
   size_t w = 0;
@@ -825,7 +882,7 @@ int main(int argc, char** argv) {
     po::store(po::command_line_parser(global_args).options(global).run(), gvm);
   } catch (const po::error& e) {
     Msg(e.what());
-    std::cerr << "Try 'ckptctl --help'.\n";
+    std::cerr << kGlobalUsage << "\nTry 'ckptctl --help'.\n";
     return kExitUsage;
   }
   if (gvm.count("help")) {
@@ -847,6 +904,6 @@ int main(int argc, char** argv) {
       return RunCommand(c, std::vector<std::string>(args.begin() + first + 1, args.end()));
   }
   Msg("unknown command '" + name + "'");
-  std::cerr << "Try 'ckptctl --help'.\n";
+  std::cerr << kGlobalUsage << "\nTry 'ckptctl --help'.\n";
   return kExitUsage;
 }

@@ -25,9 +25,9 @@
 //    processed before the connection goes; segment handles are freed and must not be used after.
 #include <ckpt/ckpt.h>
 #include <errno.h>
-#include <stdlib.h>
 #include <fcntl.h>
 #include <qb/qbipcc.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -56,14 +56,14 @@ namespace {
 using namespace ckpt;
 using Clock = std::chrono::steady_clock;
 
-constexpr uint32_t kMarginMs = 5000;          // added to every op's own timeout
-constexpr uint32_t kQuickOpMs = 30000;        // ops without a timeout of their own
-constexpr uint32_t kDefaultSyncMs = 30000;    // ckpt.h: 0 = 30000 for commit/flush/release
-constexpr uint32_t kDefaultPullMs = 60000;    // ckpt.h: 0 = 60000 for pull
-constexpr uint32_t kRingFullWaitMs = 30000;   // bound on retrying a full request ring
+constexpr uint32_t kMarginMs = 5000;         // added to every op's own timeout
+constexpr uint32_t kQuickOpMs = 30000;       // ops without a timeout of their own
+constexpr uint32_t kDefaultSyncMs = 30000;   // ckpt.h: 0 = 30000 for commit/flush/release
+constexpr uint32_t kDefaultPullMs = 60000;   // ckpt.h: 0 = 60000 for pull
+constexpr uint32_t kRingFullWaitMs = 30000;  // bound on retrying a full request ring
 constexpr uint32_t kReplyMarginBytes = 64 * 1024;
-constexpr size_t kMaxRangesPerPart = 1000;    // one iovec each; IOV_MAX is 1024
-constexpr uint64_t kRangeWireBytes = 16;      // offset + length
+constexpr size_t kMaxRangesPerPart = 1000;  // one iovec each; IOV_MAX is 1024
+constexpr uint64_t kRangeWireBytes = 16;    // offset + length
 constexpr uint32_t kListPage = 256;
 
 thread_local std::string t_connect_error;
@@ -74,7 +74,7 @@ struct ckpt_segment;
 
 struct ckpt_client {
   qb_ipcc_connection_t* conn = nullptr;
-  bool dead = false;       // connection dropped: every call returns kUnavailable
+  bool dead = false;  // connection dropped: every call returns kUnavailable
   std::string dead_reason;
   std::string last_error;
   std::unique_ptr<uint8_t[]> buf;  // responses and events
@@ -91,10 +91,10 @@ struct ckpt_segment {
   uint64_t handle = 0;
   uint8_t* data = nullptr;
   uint64_t size = 0;
-  Version version;            // (epoch of the handle, last seq committed through it)
+  Version version;  // (epoch of the handle, last seq committed through it)
   client::DirtyRanges dirty;
-  Status pending;             // asynchronous failure not yet returned
-  bool resync = false;        // seq/contents at ckptd unknown: STAT and send everything
+  Status pending;       // asynchronous failure not yet returned
+  bool resync = false;  // seq/contents at ckptd unknown: STAT and send everything
 };
 
 namespace {
@@ -156,8 +156,8 @@ Status IpcError(ckpt_client* c, ssize_t rc, const char* what) {
     Drop(c, msg);
     return DeadStatus(c);
   }
-  return Err(Code::kUnavailable, std::string("IPC error with ckptd (") + what + ": " +
-                                     strerror(err) + ")");
+  return Err(Code::kUnavailable,
+             std::string("IPC error with ckptd (") + what + ": " + strerror(err) + ")");
 }
 
 void DeliverAsyncError(ckpt_client* c, uint64_t handle, Status st) {
@@ -248,7 +248,8 @@ Status RecvResponse(ckpt_client* c, int32_t op, Clock::time_point deadline,
 }
 
 // Frame = libqb request header + encoded fields.  `extra` bytes follow in further iovecs.
-template <class Req> std::vector<uint8_t> Frame(int32_t op, const Req& req, uint64_t extra) {
+template <class Req>
+std::vector<uint8_t> Frame(int32_t op, const Req& req, uint64_t extra) {
   std::vector<uint8_t> body = ipc::EncodeRequest(req);
   std::vector<uint8_t> frame(sizeof(qb_ipc_request_header));
   frame.insert(frame.end(), body.begin(), body.end());
@@ -281,13 +282,13 @@ Status Call(ckpt_client* c, int32_t op, const Req& req, Resp* resp, uint32_t wai
 }
 
 // Runs a call and turns a failure into a return code (keeping ckptd's message).
-#define CKPT_CALL_OR_FAIL(c, st_expr)          \
-  Status st = (st_expr);                       \
+#define CKPT_CALL_OR_FAIL(c, st_expr) \
+  Status st = (st_expr);              \
   if (st.c_code() < 0) return Fail((c), st)
-#define CKPT_RETURN_IF_ERROR_C(c, st_expr)     \
-  do {                                         \
-    Status _st = (st_expr);                    \
-    if (!_st.ok()) return Fail((c), _st);      \
+#define CKPT_RETURN_IF_ERROR_C(c, st_expr) \
+  do {                                     \
+    Status _st = (st_expr);                \
+    if (!_st.ok()) return Fail((c), _st);  \
   } while (0)
 
 Status CheckName(const char* name) {
@@ -400,9 +401,11 @@ CKPT_API int ckpt_connect(ckpt_client_t** out) {
       return FailConnect(Err(Code::kPermission, "ckptd refused the connection for uid " +
                                                     std::to_string(getuid()) +
                                                     ": permission denied"));
-    if (err == ENOMEM) return FailConnect(Err(Code::kNoMemory, "cannot connect to ckptd: out of memory"));
-    return FailConnect(Err(Code::kUnavailable, std::string("cannot connect to ckptd: is it running? (") +
-                                                   strerror(err) + ")"));
+    if (err == ENOMEM)
+      return FailConnect(Err(Code::kNoMemory, "cannot connect to ckptd: out of memory"));
+    return FailConnect(
+        Err(Code::kUnavailable,
+            std::string("cannot connect to ckptd: is it running? (") + strerror(err) + ")"));
   }
   int32_t bs = qb_ipcc_get_buffer_size(c->conn);
   c->buf_size = bs > 0 ? static_cast<size_t>(bs) : ipc::kMaxMessageBytes;
@@ -417,8 +420,8 @@ CKPT_API int ckpt_connect(ckpt_client_t** out) {
   if (st.c_code() < 0) {
     if (c->conn) qb_ipcc_disconnect(c->conn);
     if (st.code() == Code::kProtocol)
-      st = Err(Code::kProtocol, "ckptd speaks another IPC version or sent garbage (" +
-                                    st.ToString() + ")");
+      st = Err(Code::kProtocol,
+               "ckptd speaks another IPC version or sent garbage (" + st.ToString() + ")");
     return FailConnect(st);
   }
   c->self_nodeid = resp.self_nodeid;
@@ -449,8 +452,8 @@ CKPT_API const char* ckpt_last_error(const ckpt_client_t* client) {
 
 // ---- the owner's segment ----------------------------------------------------------------------
 
-CKPT_API int ckpt_open(ckpt_client_t* client, const char* name,
-                       const ckpt_open_options_t* options, ckpt_segment_t** out) {
+CKPT_API int ckpt_open(ckpt_client_t* client, const char* name, const ckpt_open_options_t* options,
+                       ckpt_segment_t** out) {
   if (!client) return CKPT_ERR_INVALID;
   if (!out) return Fail(client, Err(Code::kInvalid, "ckpt_open: out is NULL"));
   *out = nullptr;
@@ -475,8 +478,9 @@ CKPT_API int ckpt_open(ckpt_client_t* client, const char* name,
   req.durability = opt.durability;
   req.mode = opt.mode;
   req.flags = opt.flags;
-  req.pull_timeout_ms = (opt.flags & CKPT_OPEN_PULL) ? OrDefault(opt.pull_timeout_ms, kDefaultPullMs)
-                                                     : opt.pull_timeout_ms;
+  req.pull_timeout_ms = (opt.flags & CKPT_OPEN_PULL)
+                            ? OrDefault(opt.pull_timeout_ms, kDefaultPullMs)
+                            : opt.pull_timeout_ms;
   uint32_t wait = (opt.flags & CKPT_OPEN_PULL) ? WithMargin(req.pull_timeout_ms) : kQuickOpMs;
   ipc::OpenResp resp;
   CKPT_CALL_OR_FAIL(client, Call(client, ipc::kOpen, req, &resp, wait));
@@ -588,8 +592,8 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
 
   const uint32_t t = OrDefault(timeout_ms, kDefaultSyncMs);
   const uint64_t seq = s->version.seq + 1;
-  auto parts = client::PlanCommitParts(ranges, c->max_commit_part, kMaxRangesPerPart,
-                                       kRangeWireBytes);
+  auto parts =
+      client::PlanCommitParts(ranges, c->max_commit_part, kMaxRangesPerPart, kRangeWireBytes);
   std::vector<iovec> iov;
   for (size_t i = 0; i < parts.size(); i++) {
     const bool last = i + 1 == parts.size();
@@ -697,13 +701,12 @@ CKPT_API int ckpt_read(ckpt_client_t* client, const char* name, const ckpt_versi
       return CKPT_NO_CHECKPOINT;
     }
     if (resp.data.size() != n)
-      return Fail(client, Err(Code::kProtocol, "ckptd returned " +
-                                                   std::to_string(resp.data.size()) +
-                                                   " bytes for a read of " + std::to_string(n)));
+      return Fail(client,
+                  Err(Code::kProtocol, "ckptd returned " + std::to_string(resp.data.size()) +
+                                           " bytes for a read of " + std::to_string(n)));
     if (req.has_version && resp.version != req.version)
-      return Fail(client, Err(Code::kProtocol, "ckptd returned version " +
-                                                   resp.version.ToString() + ", asked for " +
-                                                   req.version.ToString()));
+      return Fail(client, Err(Code::kProtocol, "ckptd returned version " + resp.version.ToString() +
+                                                   ", asked for " + req.version.ToString()));
     if (n) std::memcpy(static_cast<uint8_t*>(buf) + done, resp.data.data(), n);
     req.has_version = 1;
     req.version = resp.version;
@@ -769,8 +772,8 @@ CKPT_API int ckpt_list(ckpt_client_t* client, ckpt_segment_info_t** infos, size_
 }
 
 // No versions gives *versions = NULL, *count = 0.
-CKPT_API int ckpt_versions(ckpt_client_t* client, const char* name,
-                           ckpt_version_info_t** versions, size_t* count) {
+CKPT_API int ckpt_versions(ckpt_client_t* client, const char* name, ckpt_version_info_t** versions,
+                           size_t* count) {
   if (!client) return CKPT_ERR_INVALID;
   if (!versions || !count) return Fail(client, Err(Code::kInvalid, "ckpt_versions: NULL output"));
   *versions = nullptr;
@@ -780,8 +783,8 @@ CKPT_API int ckpt_versions(ckpt_client_t* client, const char* name,
   ipc::VersionsResp resp;
   CKPT_CALL_OR_FAIL(client, Call(client, ipc::kVersions, req, &resp, kQuickOpMs));
   if (resp.versions.empty()) return CKPT_OK;
-  auto* out = static_cast<ckpt_version_info_t*>(
-      calloc(resp.versions.size(), sizeof(ckpt_version_info_t)));
+  auto* out =
+      static_cast<ckpt_version_info_t*>(calloc(resp.versions.size(), sizeof(ckpt_version_info_t)));
   if (!out) return Fail(client, Err(Code::kNoMemory, "out of memory"));
   for (size_t i = 0; i < resp.versions.size(); i++) {
     const auto& v = resp.versions[i];

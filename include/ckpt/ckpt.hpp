@@ -101,13 +101,13 @@ enum class Durability : uint32_t {
 
 // Options of Client::open(); zero/false fields take ckptd's defaults (see ckpt_open_options_t).
 struct OpenOptions {
-  uint64_t size = 0;           // required with create
+  uint64_t size = 0;  // required with create
   uint32_t replicas = 0;
   uint32_t versions_kept = 0;
   Durability durability = Durability::kDefault;
-  uint32_t mode = 0;           // group/other permission bits; 0 = 0600
-  bool create = false;         // CKPT_OPEN_CREATE
-  bool pull = false;           // CKPT_OPEN_PULL
+  uint32_t mode = 0;    // group/other permission bits; 0 = 0600
+  bool create = false;  // CKPT_OPEN_CREATE
+  bool pull = false;    // CKPT_OPEN_PULL
   std::chrono::milliseconds pull_timeout{0};
 
   ckpt_open_options_t c() const {
@@ -117,7 +117,8 @@ struct OpenOptions {
     o.versions_kept = versions_kept;
     o.durability = static_cast<uint32_t>(durability);
     o.mode = mode;
-    o.flags = (create ? CKPT_OPEN_CREATE : 0u) | (pull ? CKPT_OPEN_PULL : 0u);
+    o.flags = (create ? static_cast<uint32_t>(CKPT_OPEN_CREATE) : 0u) |
+              (pull ? static_cast<uint32_t>(CKPT_OPEN_PULL) : 0u);
     o.pull_timeout_ms = detail::to_ms(pull_timeout);
     return o;
   }
@@ -175,7 +176,7 @@ class Segment {
   }
   // Waits for R acknowledgements of the new version.
   Version commit_sync(std::chrono::milliseconds timeout = {}, bool all = false) {
-    return commit(CKPT_COMMIT_SYNC | (all ? CKPT_COMMIT_ALL : 0u), timeout);
+    return commit(CKPT_COMMIT_SYNC | (all ? static_cast<uint32_t>(CKPT_COMMIT_ALL) : 0u), timeout);
   }
   void flush(std::chrono::milliseconds timeout = {}) {
     detail::check(ckpt_flush(need(), detail::to_ms(timeout)), client_, "ckpt_flush");
@@ -258,9 +259,9 @@ class Client {
                  std::optional<Version> version = std::nullopt, Version* version_out = nullptr) {
     ckpt_version_t want{}, got{};
     if (version) want = version->c();
-    int rc = detail::check(ckpt_read(need(), name.c_str(), version ? &want : nullptr, offset, buf,
-                                     length, &got),
-                           c_, context("read", name).c_str());
+    int rc = detail::check(
+        ckpt_read(need(), name.c_str(), version ? &want : nullptr, offset, buf, length, &got), c_,
+        context("read", name).c_str());
     if (rc == CKPT_NO_CHECKPOINT) return false;
     if (version_out) *version_out = Version(got);
     return true;

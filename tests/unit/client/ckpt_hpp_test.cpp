@@ -1,8 +1,8 @@
 // The C++ wrapper without a daemon: move semantics, the error rule, Version.
-#include <ckpt/ckpt.hpp>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <ckpt/ckpt.hpp>
 #include <type_traits>
 
 namespace {
@@ -17,12 +17,12 @@ static_assert(std::is_nothrow_move_constructible_v<ckpt::Segment>);
 static_assert(std::is_nothrow_move_assignable_v<ckpt::Segment>);
 static_assert(std::is_base_of_v<std::runtime_error, ckpt::Error>);
 
-struct NoDaemon : ::testing::Test {
+struct CppNoDaemon : ::testing::Test {
   void SetUp() override { setenv("CKPT_IPC_SERVICE", "ckptd-unit-test-nobody-listens", 1); }
   void TearDown() override { unsetenv("CKPT_IPC_SERVICE"); }
 };
 
-TEST_F(NoDaemon, ConstructorThrowsUnavailable) {
+TEST_F(CppNoDaemon, ConstructorThrowsUnavailable) {
   try {
     ckpt::Client c;
     FAIL() << "connected without a daemon";

@@ -14,8 +14,8 @@ struct RunResult {
 };
 
 RunResult Ckptctl(const std::string& args) {
-  std::string cmd = "CKPT_IPC_SERVICE=ckptd-unit-test-nobody-listens " CKPTCTL_PATH " " + args +
-                    " 2>&1";
+  std::string cmd =
+      "CKPT_IPC_SERVICE=ckptd-unit-test-nobody-listens " CKPTCTL_PATH " " + args + " 2>&1";
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -70,8 +70,7 @@ TEST(Ckptctl, NoDaemonExit5) {
                            "versions seg", "delete seg", "release seg", "flush seg"}) {
     RunResult r = Ckptctl(args);
     EXPECT_EQ(r.exit_code, 5) << args << "\n" << r.output;
-    EXPECT_NE(r.output.find("ckptctl: cannot connect to ckptd: is it running?"),
-              std::string::npos)
+    EXPECT_NE(r.output.find("ckptctl: cannot connect to ckptd: is it running?"), std::string::npos)
         << r.output;
   }
 }

@@ -34,9 +34,9 @@ TEST(DirtyRanges, AdjacentCoalesce) {
   d.Add(0, 10);
   d.Add(10, 10);  // touches on the right
   d.Add(30, 5);
-  d.Add(25, 5);   // touches on the left of [30,35)
+  d.Add(25, 5);  // touches on the left of [30,35)
   EXPECT_EQ(d.Ranges(), (std::vector<R>{{0, 20}, {25, 10}}));
-  d.Add(20, 5);   // bridges both
+  d.Add(20, 5);  // bridges both
   EXPECT_EQ(d.Ranges(), (std::vector<R>{{0, 35}}));
   EXPECT_EQ(d.bytes(), 35u);
 }
@@ -46,7 +46,7 @@ TEST(DirtyRanges, OverlapsAndContainment) {
   d.Add(10, 10);
   d.Add(12, 3);  // inside
   EXPECT_EQ(d.Ranges(), (std::vector<R>{{10, 10}}));
-  d.Add(5, 8);   // overlaps the left end
+  d.Add(5, 8);  // overlaps the left end
   EXPECT_EQ(d.Ranges(), (std::vector<R>{{5, 15}}));
   d.Add(40, 10);
   d.Add(60, 10);

@@ -51,9 +51,9 @@ class FakeDaemon {
   std::vector<ipc::ReadReq> reads;
   std::vector<int32_t> ops;
   uint64_t applied_seq = 0;
-  uint64_t fail_seq = 0;          // async FENCED event for the commit with this expected_seq
-  uint64_t wrong_file_size = 0;   // OPEN reports a size different from the file
-  std::vector<uint8_t> image;     // what READ serves
+  uint64_t fail_seq = 0;         // async FENCED event for the commit with this expected_seq
+  uint64_t wrong_file_size = 0;  // OPEN reports a size different from the file
+  std::vector<uint8_t> image;    // what READ serves
 
   std::string shm_path_;
 
@@ -161,7 +161,13 @@ class FakeDaemon {
         resp.info.owner_nodeid = kSelf;
         resp.info.owner_name = std::string(100, 'n');  // longer than node_name[64]
         resp.info.latest = {kEpoch, d->applied_seq};
-        for (uint32_t i = 0; i < 20; i++) resp.info.holders.push_back({i + 1, "h", {kEpoch, 1}});
+        for (uint32_t i = 0; i < 20; i++) {
+          ipc::HolderInfo hi;
+          hi.nodeid = i + 1;
+          hi.node_name = "h";
+          hi.version = {kEpoch, 1};
+          resp.info.holders.push_back(hi);
+        }
         Reply(c, h.id, Status::Ok(), resp);
         break;
       }
@@ -172,8 +178,7 @@ class FakeDaemon {
         ipc::ReadResp resp;
         resp.version = req.has_version ? req.version : Version{kEpoch, 5};
         resp.segment_size = d->image.size();
-        resp.data.assign(d->image.begin() + req.offset,
-                         d->image.begin() + req.offset + req.length);
+        resp.data.assign(d->image.begin() + req.offset, d->image.begin() + req.offset + req.length);
         Reply(c, h.id, Status::Ok(), resp);
         break;
       }
@@ -182,8 +187,12 @@ class FakeDaemon {
         EXPECT_TRUE(ipc::DecodeRequest(body, &req).ok());
         ipc::ListResp resp;  // 5 segments "s0".."s4", two per page
         int start = req.start_after.empty() ? 0 : req.start_after[1] - '0' + 1;
-        for (int i = start; i < 5 && i < start + 2; i++)
-          resp.segments.push_back({"s" + std::to_string(i), 100u + i});
+        for (int i = start; i < 5 && i < start + 2; i++) {
+          ipc::SegmentInfo info;
+          info.name = "s" + std::to_string(i);
+          info.size = 100u + i;
+          resp.segments.push_back(info);
+        }
         resp.more = start + 2 < 5;
         Reply(c, h.id, Status::Ok(), resp);
         break;
@@ -193,7 +202,7 @@ class FakeDaemon {
         resp.self_nodeid = kSelf;
         resp.joined = 1;
         for (uint32_t i = 1; i <= 130; i++)
-          resp.members.push_back({i, "node" + std::to_string(i), 1, uint8_t(i == kSelf)});
+          resp.members.push_back({i, "node" + std::to_string(i), 1, uint8_t(i == kSelf ? 1 : 0)});
         resp.segments = 5;
         Reply(c, h.id, Status::Ok(), resp);
         break;
@@ -210,7 +219,7 @@ class FakeDaemon {
       qb_loop_stop(d->loop_);
       return;
     }
-    qb_loop_timer_add(d->loop_, QB_LOOP_HIGH, 5 * QB_TIME_NS_IN_MSEC, d, Tick, &d->timer_);
+    qb_loop_timer_add(d->loop_, QB_LOOP_HIGH, 5000000ull, d, Tick, &d->timer_);
   }
 
   void Run() {
@@ -238,7 +247,7 @@ class FakeDaemon {
     qb_ipcs_enforce_buffer_size(s, ipc::kMaxMessageBytes);
     qb_ipcs_poll_handlers_set(s, &ph);
     EXPECT_EQ(qb_ipcs_run(s), 0);
-    qb_loop_timer_add(loop_, QB_LOOP_HIGH, 5 * QB_TIME_NS_IN_MSEC, this, Tick, &timer_);
+    qb_loop_timer_add(loop_, QB_LOOP_HIGH, 5000000ull, this, Tick, &timer_);
     ready_ = true;
     qb_loop_run(loop_);
     qb_ipcs_destroy(s);
