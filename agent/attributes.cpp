@@ -74,8 +74,7 @@ bool AttributePublisher::Spawn(const std::string& name, const std::string& value
                     std::strerror(rc));
       warned_spawn_failure_ = true;
     } else {
-      CKPT_LOG_DEBUG("cannot run %s for %s: %s", program_.c_str(), name.c_str(),
-                     std::strerror(rc));
+      CKPT_LOG_DEBUG("cannot run %s for %s: %s", program_.c_str(), name.c_str(), std::strerror(rc));
     }
     return false;
   }
@@ -106,8 +105,7 @@ void AttributePublisher::Reap() {
       published_[name] = value;
     } else {
       // Pacemaker not running (yet) is normal on a corosync-only node: debug, not warning.
-      CKPT_LOG_DEBUG("%s -n %s failed (%s %d); will retry",
-                     program_.c_str(), name.c_str(),
+      CKPT_LOG_DEBUG("%s -n %s failed (%s %d); will retry", program_.c_str(), name.c_str(),
                      WIFEXITED(status) ? "exit" : "signal",
                      WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
       published_.erase(name);

@@ -33,9 +33,9 @@ class AttributePublisher {
 
   std::string program_;
   size_t max_children_;
-  std::map<std::string, std::string> wanted_;    // name -> value still to publish
-  std::map<std::string, std::string> published_; // name -> last value published successfully
-  std::map<std::string, std::string> failed_;    // name -> value whose update failed
+  std::map<std::string, std::string> wanted_;     // name -> value still to publish
+  std::map<std::string, std::string> published_;  // name -> last value published successfully
+  std::map<std::string, std::string> failed_;     // name -> value whose update failed
   std::map<pid_t, std::pair<std::string, std::string>> running_;  // pid -> (name, value)
   std::map<std::string, pid_t> running_by_name_;
   bool warned_spawn_failure_ = false;

@@ -1,5 +1,7 @@
 #include "agent/config.hpp"
 
+#include "replication/engine.hpp"  // kMaxChunkBytes
+
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -24,10 +26,10 @@ namespace ckpt::agent {
 namespace {
 
 constexpr uint32_t kMinChunkBytes = 4u << 10;
-constexpr uint32_t kMaxChunkBytes = 1u << 20;
+constexpr uint32_t kMaxChunkBytes = repl::kMaxChunkBytes;
 constexpr uint32_t kMaxReplicas = 127;  // CPG: at most 128 members
 constexpr uint32_t kMaxVersionsKept = 1024;
-constexpr size_t kMaxCpgGroupLen = 127;  // 128 bytes including the trailing NUL
+constexpr size_t kMaxCpgGroupLen = 127;              // 128 bytes including the trailing NUL
 constexpr uint64_t kMinSendQueueBytes = 4ull << 20;  // one chunk plus the 2 MiB reserve
 
 Status Bad(const std::string& key, const std::string& value, const std::string& why) {
@@ -58,8 +60,7 @@ Result<uint64_t> ParseSize(const std::string& key, const std::string& text, uint
   if (!r.ok()) return Bad(key, text, "expected a byte count with an optional K/M/G/T suffix");
   if (*r < min || *r > max)
     return Bad(key, text,
-               "must be between " + std::to_string(min) + " and " + std::to_string(max) +
-                   " bytes");
+               "must be between " + std::to_string(min) + " and " + std::to_string(max) + " bytes");
   return r;
 }
 
@@ -84,9 +85,9 @@ std::vector<std::string> SplitList(const std::string& text) {
 }
 
 // Comma-separated numeric ids or names; `lookup` resolves a name (nullopt-like: returns false).
-Result<std::vector<uint32_t>> ParseIdList(const std::string& key, const std::string& text,
-                                          const std::function<bool(const std::string&,
-                                                                   uint32_t*)>& lookup) {
+Result<std::vector<uint32_t>> ParseIdList(
+    const std::string& key, const std::string& text,
+    const std::function<bool(const std::string&, uint32_t*)>& lookup) {
   std::vector<uint32_t> ids;
   for (const auto& item : SplitList(text)) {
     uint32_t id = 0;
@@ -134,7 +135,7 @@ void AddFileOptions(po::options_description& d) {
     ("shm-dir", str(), "owners' local storage (default /dev/shm/ckpt)")
     ("max-segment-size", str(), "largest segment, K/M/G suffixes (default 4G)")
     ("max-total-bytes", str(), "bytes of segments this node holds (default 64G)")
-    ("chunk-size", str(), "payload per replication message, 4K..1M (default 1M)")
+    ("chunk-size", str(), "payload per replication message, 4K..1020K (default 1020K)")
     ("cpg-group", str(), "corosync CPG group name (default ckpt)")
     ("send-queue-bytes", str(), "bound on bytes queued for corosync (default 64M)")
     ("corosync-lost-exit-s", str(), "exit 1 when corosync stays away this long (0 = never)")
@@ -213,7 +214,8 @@ Status Extract(const po::variables_map& vm, Config* c) {
   CKPT_RETURN_IF_ERROR(get("shm-dir", set_path(&c->shm_dir, false)));
   CKPT_RETURN_IF_ERROR(get("max-segment-size", set_size(&c->max_segment_bytes, 1, kMaxBytes)));
   CKPT_RETURN_IF_ERROR(get("max-total-bytes", set_size(&c->max_total_bytes, 1, kMaxBytes)));
-  CKPT_RETURN_IF_ERROR(get("chunk-size", set_size(&c->chunk_bytes, kMinChunkBytes, kMaxChunkBytes)));
+  CKPT_RETURN_IF_ERROR(
+      get("chunk-size", set_size(&c->chunk_bytes, kMinChunkBytes, kMaxChunkBytes)));
   CKPT_RETURN_IF_ERROR(get("cpg-group", [&](const std::string& k, const std::string& v) {
     if (v.empty() || v.size() > kMaxCpgGroupLen)
       return Bad(k, v, "must be 1.." + std::to_string(kMaxCpgGroupLen) + " bytes");
@@ -262,7 +264,8 @@ Status Extract(const po::variables_map& vm, Config* c) {
   // Cross-key checks.
   if (c->node_name.empty()) return Bad("node-name", c->node_name, "must not be empty");
   for (char ch : c->node_name)
-    if (std::isspace(static_cast<unsigned char>(ch)) || !std::isprint(static_cast<unsigned char>(ch)))
+    if (std::isspace(static_cast<unsigned char>(ch)) ||
+        !std::isprint(static_cast<unsigned char>(ch)))
       return Bad("node-name", c->node_name, "must not contain spaces or control characters");
   if (c->max_segment_bytes > c->max_total_bytes)
     return Bad("max-segment-size", std::to_string(c->max_segment_bytes),
@@ -291,16 +294,28 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
   auto [p, ec] = std::from_chars(text.data(), text.data() + i, v);
   if (ec != std::errc()) return Err(Code::kInvalid, "not a byte size");
   std::string suffix;
-  for (char c : text.substr(i)) suffix += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : text.substr(i))
+    suffix += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   unsigned shift = 0;
   if (!suffix.empty()) {
     switch (suffix[0]) {
-      case 'K': shift = 10; break;
-      case 'M': shift = 20; break;
-      case 'G': shift = 30; break;
-      case 'T': shift = 40; break;
-      case 'B': shift = 0; break;
-      default: return Err(Code::kInvalid, "unknown size suffix");
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      case 'B':
+        shift = 0;
+        break;
+      default:
+        return Err(Code::kInvalid, "unknown size suffix");
     }
     std::string rest = suffix.substr(1);
     bool ok = suffix[0] == 'B' ? rest.empty() : (rest.empty() || rest == "B" || rest == "IB");
@@ -313,9 +328,12 @@ Result<uint64_t> ParseByteSize(const std::string& text) {
 
 const char* LogLevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kTrace: return "trace";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kTrace:
+      return "trace";
   }
   return "?";
 }
@@ -346,12 +364,12 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const argv[],
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv)
-                  .options(all)
-                  .style(po::command_line_style::default_style &
-                         ~po::command_line_style::allow_guessing)
-                  .run(),
-              vm);
+    po::store(
+        po::command_line_parser(argc, argv)
+            .options(all)
+            .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+            .run(),
+        vm);
   } catch (const po::error& e) {
     return Err(Code::kInvalid, std::string(e.what()) + " (see ckptd --help)");
   }
@@ -379,8 +397,7 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const argv[],
                "cannot read config file " + c.config_path + ": " + std::strerror(errno));
   if (exists) {
     std::ifstream file(c.config_path);
-    if (!file)
-      return Err(Code::kInvalid, "cannot read config file " + c.config_path);
+    if (!file) return Err(Code::kInvalid, "cannot read config file " + c.config_path);
     try {
       // store() keeps values already present, so the command line wins over the file.
       po::store(po::parse_config_file(file, file_opts, /*allow_unregistered=*/false), vm);

@@ -33,14 +33,14 @@ struct Config {
   std::string shm_dir = "/dev/shm/ckpt";
   uint64_t max_segment_bytes = 4ull << 30;
   uint64_t max_total_bytes = 64ull << 30;
-  uint32_t chunk_bytes = 1u << 20;
+  uint32_t chunk_bytes = 1020 * 1024;  // repl::kMaxChunkBytes
   std::string cpg_group = "ckpt";
   uint64_t send_queue_bytes = 64ull << 20;
   uint32_t corosync_lost_exit_s = 0;  // 0 = never exit while corosync is away
 
   std::string log_file;  // "" = none
   LogLevel log_level = LogLevel::kInfo;
-  bool syslog = false;  // forced on when daemonized without a log file
+  bool syslog = false;       // forced on when daemonized without a log file
   std::string blackbox_dir;  // "" = <state_dir>/blackbox
 
   bool attributes = true;

@@ -74,16 +74,26 @@ int32_t SignalTrampoline(int32_t sig, void* data) {
 
 const char* StoreOpName(repl::StoreOp::Kind k) {
   switch (k) {
-    case repl::StoreOp::kPutMeta: return "put-meta";
-    case repl::StoreOp::kPutFull: return "put-full";
-    case repl::StoreOp::kPutDelta: return "put-delta";
-    case repl::StoreOp::kPrune: return "prune";
-    case repl::StoreOp::kDropSegment: return "drop-segment";
-    case repl::StoreOp::kPutGlobal: return "put-global";
-    case repl::StoreOp::kLoadGlobal: return "load-global";
-    case repl::StoreOp::kInstallLocal: return "install-local";
-    case repl::StoreOp::kEnsureLocal: return "ensure-local";
-    case repl::StoreOp::kRemoveLocal: return "remove-local";
+    case repl::StoreOp::kPutMeta:
+      return "put-meta";
+    case repl::StoreOp::kPutFull:
+      return "put-full";
+    case repl::StoreOp::kPutDelta:
+      return "put-delta";
+    case repl::StoreOp::kPrune:
+      return "prune";
+    case repl::StoreOp::kDropSegment:
+      return "drop-segment";
+    case repl::StoreOp::kPutGlobal:
+      return "put-global";
+    case repl::StoreOp::kLoadGlobal:
+      return "load-global";
+    case repl::StoreOp::kInstallLocal:
+      return "install-local";
+    case repl::StoreOp::kEnsureLocal:
+      return "ensure-local";
+    case repl::StoreOp::kRemoveLocal:
+      return "remove-local";
   }
   return "?";
 }
@@ -132,28 +142,29 @@ Status Daemon::Startup() {
   so.shm_dir = config_.shm_dir;
   auto store = SegmentStore::Open(so);
   if (!store.ok())
-    return Err(store.status().code(), "cannot open the store in " + config_.state_dir + ": " +
-                                          store.status().ToString());
+    return Err(store.status().code(),
+               "cannot open the store in " + config_.state_dir + ": " + store.status().ToString());
   store_ = std::move(store.value());
   auto loaded = store_->LoadAll();
-  if (!loaded.ok()) return Err(loaded.status().code(), "loading segments: " + loaded.status().ToString());
+  if (!loaded.ok())
+    return Err(loaded.status().code(), "loading segments: " + loaded.status().ToString());
   size_t versions = 0, empty = 0;
   for (const auto& s : *loaded) {
     versions += s.versions.size();
     if (s.versions.empty()) ++empty;
   }
   const StoreCounters sc = store_->counters();
-  CKPT_LOG_INFO("store %s: %zu segments, %zu versions, %zu without an intact version, "
-                "%llu corrupt files quarantined",
-                config_.state_dir.c_str(), loaded->size(), versions, empty,
-                static_cast<unsigned long long>(sc.corrupt_files));
+  CKPT_LOG_INFO(
+      "store %s: %zu segments, %zu versions, %zu without an intact version, "
+      "%llu corrupt files quarantined",
+      config_.state_dir.c_str(), loaded->size(), versions, empty,
+      static_cast<unsigned long long>(sc.corrupt_files));
   if (sc.corrupt_files > 0)
     CKPT_LOG_WARN("%llu damaged store files were renamed *.corrupt under %s",
                   static_cast<unsigned long long>(sc.corrupt_files), config_.state_dir.c_str());
   loaded_ = std::move(loaded.value());
 
-  if (config_.attributes)
-    attributes_ = std::make_unique<AttributePublisher>(config_.attrd_updater);
+  if (config_.attributes) attributes_ = std::make_unique<AttributePublisher>(config_.attrd_updater);
 
   // Try corosync once before building the engine, so it knows its nodeid in the common case.
   TryConnectCpg();
@@ -183,9 +194,10 @@ void Daemon::CreateEngine(uint32_t self_nodeid) {
   if (engine_) {
     // The engine was serving IPC (cluster ops UNAVAILABLE) before corosync told us our nodeid.
     // Rebuild it; clients reconnect (libckpt treats a lost connection as UNAVAILABLE).
-    CKPT_LOG_INFO("corosync reachable: rebuilding the engine with nodeid %u, "
-                  "disconnecting %zu early IPC clients",
-                  self_nodeid, conns_.size());
+    CKPT_LOG_INFO(
+        "corosync reachable: rebuilding the engine with nodeid %u, "
+        "disconnecting %zu early IPC clients",
+        self_nodeid, conns_.size());
     for (auto& [id, conn] : conns_) ScheduleDisconnect(conn->qb);
   }
   engine_ = std::make_unique<repl::Engine>(ec);
@@ -264,10 +276,11 @@ void Daemon::TryConnectCpg() {
   if (!t.ok()) {
     if (corosync_away_since_ms_ == 0) corosync_away_since_ms_ = NowMs();
     if (!connect_failed_logged_) {
-      CKPT_LOG_WARN("cannot join CPG group '%s': %s; retrying every %llu ms (IPC is served "
-                    "meanwhile, cluster operations answer UNAVAILABLE)",
-                    config_.cpg_group.c_str(), t.status().ToString().c_str(),
-                    static_cast<unsigned long long>(kConnectRetryMs));
+      CKPT_LOG_WARN(
+          "cannot join CPG group '%s': %s; retrying every %llu ms (IPC is served "
+          "meanwhile, cluster operations answer UNAVAILABLE)",
+          config_.cpg_group.c_str(), t.status().ToString().c_str(),
+          static_cast<unsigned long long>(kConnectRetryMs));
       connect_failed_logged_ = true;
     } else {
       CKPT_LOG_DEBUG("CPG connect failed: %s", t.status().ToString().c_str());
@@ -286,12 +299,13 @@ void Daemon::Shutdown() {
   stopping_ = true;
   if (engine_) {
     const auto& c = engine_->counters();
-    CKPT_LOG_INFO("engine counters: sent %llu B, received %llu B, dropped %llu msgs, "
-                  "versions stored %llu",
-                  static_cast<unsigned long long>(c.payload_bytes_sent),
-                  static_cast<unsigned long long>(c.payload_bytes_received),
-                  static_cast<unsigned long long>(c.messages_dropped),
-                  static_cast<unsigned long long>(c.versions_stored));
+    CKPT_LOG_INFO(
+        "engine counters: sent %llu B, received %llu B, dropped %llu msgs, "
+        "versions stored %llu",
+        static_cast<unsigned long long>(c.payload_bytes_sent),
+        static_cast<unsigned long long>(c.payload_bytes_received),
+        static_cast<unsigned long long>(c.messages_dropped),
+        static_cast<unsigned long long>(c.versions_stored));
   }
   if (transport_) {
     transport_->Shutdown();
@@ -328,8 +342,8 @@ void Daemon::ArmTick() {
 }
 
 void Daemon::ArmConnectRetry() {
-  connect_armed_ = qb_loop_timer_add(loop_, QB_LOOP_LOW, kConnectRetryMs * QB_TIME_NS_IN_MSEC,
-                                     this, ConnectTrampoline, &connect_timer_) == 0;
+  connect_armed_ = qb_loop_timer_add(loop_, QB_LOOP_LOW, kConnectRetryMs * QB_TIME_NS_IN_MSEC, this,
+                                     ConnectTrampoline, &connect_timer_) == 0;
 }
 
 void Daemon::OnTimerTick() {
@@ -428,9 +442,10 @@ int32_t Daemon::OnMessage(qb_ipcs_connection_t* c, const void* data, size_t size
   }
   std::memcpy(&hdr, data, sizeof(hdr));
   if (hdr.size < 0 || static_cast<size_t>(hdr.size) != size) {
-    CKPT_LOG_WARN("IPC connection %llu (pid %u): header size %d but %zu bytes received; "
-                  "disconnecting",
-                  static_cast<unsigned long long>(conn->id), conn->pid, hdr.size, size);
+    CKPT_LOG_WARN(
+        "IPC connection %llu (pid %u): header size %d but %zu bytes received; "
+        "disconnecting",
+        static_cast<unsigned long long>(conn->id), conn->pid, hdr.size, size);
     ScheduleDisconnect(c);
     return 0;
   }
@@ -480,8 +495,7 @@ void Daemon::SendIpc(uint64_t conn_id, int32_t id, const std::vector<uint8_t>& b
   hdr.id = id;
   hdr.size = static_cast<int32_t>(sizeof(hdr) + body.size());
   hdr.error = 0;
-  struct iovec iov[2] = {{&hdr, sizeof(hdr)},
-                         {const_cast<uint8_t*>(body.data()), body.size()}};
+  struct iovec iov[2] = {{&hdr, sizeof(hdr)}, {const_cast<uint8_t*>(body.data()), body.size()}};
   const size_t n = body.empty() ? 1 : 2;
   ssize_t rc = event ? qb_ipcs_event_sendv(it->second->qb, iov, n)
                      : qb_ipcs_response_sendv(it->second->qb, iov, n);
@@ -553,22 +567,35 @@ void Daemon::RunStoreOp(repl::StoreOp& op) {
   }
   Status st;
   switch (op.kind) {
-    case K::kPutMeta: st = store_->PutMeta(op.meta, op.fsync); break;
-    case K::kPutFull: st = store_->PutFull(name, op.version, op.image, op.fsync); break;
+    case K::kPutMeta:
+      st = store_->PutMeta(op.meta, op.fsync);
+      break;
+    case K::kPutFull:
+      st = store_->PutFull(name, op.version, op.image, op.fsync);
+      break;
     case K::kPutDelta:
       st = store_->PutDelta(name, op.version, op.base, op.ranges, op.image, op.fsync);
       break;
-    case K::kPrune: st = store_->Prune(name, op.version); break;
-    case K::kDropSegment: st = store_->DropSegment(name, store_->has_global()); break;
-    case K::kPutGlobal: st = store_->PutGlobal(op.meta, op.version, op.image); break;
+    case K::kPrune:
+      st = store_->Prune(name, op.version);
+      break;
+    case K::kDropSegment:
+      st = store_->DropSegment(name, store_->has_global());
+      break;
+    case K::kPutGlobal:
+      st = store_->PutGlobal(op.meta, op.version, op.image);
+      break;
     case K::kInstallLocal:
       st = store_->InstallLocal(name, op.image, op.meta.uid, op.meta.gid, op.meta.mode);
       break;
     case K::kEnsureLocal:
       st = store_->EnsureLocal(name, op.meta.size, op.meta.uid, op.meta.gid, op.meta.mode);
       break;
-    case K::kRemoveLocal: st = store_->RemoveLocal(name); break;
-    case K::kLoadGlobal: break;  // handled above
+    case K::kRemoveLocal:
+      st = store_->RemoveLocal(name);
+      break;
+    case K::kLoadGlobal:
+      break;  // handled above
   }
   if (!st.ok()) {
     CKPT_LOG_WARN("store %s %s (version %s): %s", StoreOpName(op.kind), name.c_str(),
@@ -662,7 +689,8 @@ Result<int> WritePidFile(const std::string& path) {
     return Err(Code::kBusy, "pid file " + path + " is locked: another ckptd is running");
   }
   std::string pid = std::to_string(getpid()) + "\n";
-  if (ftruncate(fd, 0) != 0 || write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
+  if (ftruncate(fd, 0) != 0 ||
+      write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size())) {
     close(fd);
     return Err(Code::kIo, "cannot write pid file " + path + ": " + strerror(errno));
   }

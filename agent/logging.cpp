@@ -21,9 +21,12 @@ bool g_initialized = false;
 
 int QbPriority(LogLevel level) {
   switch (level) {
-    case LogLevel::kInfo: return LOG_INFO;
-    case LogLevel::kDebug: return LOG_DEBUG;
-    case LogLevel::kTrace: return LOG_TRACE;
+    case LogLevel::kInfo:
+      return LOG_INFO;
+    case LogLevel::kDebug:
+      return LOG_DEBUG;
+    case LogLevel::kTrace:
+      return LOG_TRACE;
   }
   return LOG_INFO;
 }
@@ -89,8 +92,7 @@ Status InitLogging(const Config& config) {
   if (!config.log_file.empty()) {
     int32_t t = qb_log_file_open(config.log_file.c_str());
     if (t < 0) {
-      st = Err(Code::kIo,
-               "cannot open log file " + config.log_file + ": " + std::strerror(-t));
+      st = Err(Code::kIo, "cannot open log file " + config.log_file + ": " + std::strerror(-t));
     } else {
       qb_log_ctl(t, QB_LOG_CONF_ENABLED, QB_TRUE);
       Filter(t, priority);

@@ -38,11 +38,12 @@ int main(int argc, char** argv) {
     ReportStartup(startup_fd, kExitUsage);
     return kExitUsage;
   }
-  CKPT_LOG_INFO("ckptd starting: node %s, state %s, replicas %u, versions-kept %u, "
-                "durability %s, chunk %u B, log-level %s",
-                config.node_name.c_str(), config.state_dir.c_str(), config.replicas,
-                config.versions_kept, config.durability == CKPT_DURABILITY_FSYNC ? "fsync" : "memory",
-                config.chunk_bytes, LogLevelName(config.log_level));
+  CKPT_LOG_INFO(
+      "ckptd starting: node %s, state %s, replicas %u, versions-kept %u, "
+      "durability %s, chunk %u B, log-level %s",
+      config.node_name.c_str(), config.state_dir.c_str(), config.replicas, config.versions_kept,
+      config.durability == CKPT_DURABILITY_FSYNC ? "fsync" : "memory", config.chunk_bytes,
+      LogLevelName(config.log_level));
 
   if (!config.foreground) {
     auto fd = WritePidFile(config.pid_file);

@@ -158,8 +158,9 @@ std::string JsonStr(const std::string& s) {
   return out + "\"";
 }
 
+// Users see GENERATION.SEQ: an epoch is generation << 32 | claiming nodeid (see PROTOCOL.md).
 std::string VersionStr(const ckpt_version_t& v) {
-  return std::to_string(v.epoch) + "." + std::to_string(v.seq);
+  return std::to_string(v.epoch >> 32) + "." + std::to_string(v.seq);
 }
 std::string JsonVersion(const ckpt_version_t& v) {
   return "{\"epoch\":" + std::to_string(v.epoch) + ",\"seq\":" + std::to_string(v.seq) + "}";
@@ -317,7 +318,7 @@ std::string SegmentJson(const ckpt_segment_info_t& s) {
   std::ostringstream o;
   o << "{\"name\":" << JsonStr(s.name) << ",\"size\":" << s.size
     << ",\"owner_nodeid\":" << s.owner_nodeid << ",\"owner_name\":" << JsonStr(s.owner_name)
-    << ",\"latest\":" << JsonVersion(s.latest) << ",\"replicas\":" << s.replicas
+    << ",\"latest\":" << JsonVersion(s.latest) << ",\"epoch\":" << s.epoch << ",\"replicas\":" << s.replicas
     << ",\"versions_kept\":" << s.versions_kept
     << ",\"durability\":" << JsonStr(DurabilityName(s.durability)) << ",\"uid\":" << s.uid
     << ",\"gid\":" << s.gid << ",\"mode\":" << JsonStr(Octal(s.mode))
@@ -380,6 +381,8 @@ int CmdShow(const po::variables_map& vm) {
   Table t({"name:", s.name});
   t.Add({"size:", std::to_string(s.size) + " bytes"});
   t.Add({"version:", VersionStr(s.latest)});
+  t.Add({"epoch:", "generation " + std::to_string(s.epoch >> 32) + ", claimed by node " +
+                       std::to_string(s.epoch & 0xffffffffu)});
   t.Add({"owner:", s.owner_nodeid ? NodeStr(s.owner_nodeid, s.owner_name) + " (id " +
                                         std::to_string(s.owner_nodeid) + ")"
                                   : "none (released)"});
@@ -565,11 +568,21 @@ int CmdGet(const po::variables_map& vm) {
   std::optional<ckpt_version_t> want;
   if (vm.count("version")) {
     want = ParseVersion(vm["version"].as<std::string>());
-    if (!want) throw UsageError("--version must be EPOCH.SEQ, e.g. 3.17");
+    if (!want) throw UsageError("--version must be GENERATION.SEQ as `versions` prints it, e.g. 3.17");
   }
   int ec = 0;
   ClientPtr c = Connect(&ec);
   if (!c) return ec;
+  if (want) {  // GENERATION.SEQ -> the full epoch of a version this node holds
+    ckpt_version_info_t* vs = nullptr;
+    size_t n = 0;
+    if (ckpt_versions(c.get(), name.c_str(), &vs, &n) == CKPT_OK) {
+      for (size_t i = 0; i < n; i++)
+        if ((vs[i].version.epoch >> 32) == want->epoch && vs[i].version.seq == want->seq)
+          *want = vs[i].version;
+      free(vs);
+    }
+  }
   ckpt_segment_info_t info;
   if (int rc = ckpt_stat(c.get(), name.c_str(), &info); rc < 0)
     return Report(rc, c.get(), "get " + name);

@@ -362,6 +362,7 @@ void FillSegmentInfo(const ipc::SegmentInfo& in, ckpt_segment_info_t* out) {
   out->owner_nodeid = in.owner_nodeid;
   CopyName(out->owner_name, sizeof out->owner_name, in.owner_name);
   out->latest = ToC(in.latest);
+  out->epoch = in.epoch;
   out->replicas = in.replicas;
   out->versions_kept = in.versions_kept;
   out->durability = in.durability;

@@ -142,11 +142,12 @@ struct SegmentInfo {
   uint32_t owner_nodeid = 0;
   std::string owner_name;
   Version latest;
+  uint64_t epoch = 0;
   uint32_t replicas = 0, versions_kept = 0, durability = 0, uid = 0, gid = 0, mode = 0;
   uint32_t acked_replicas = 0;
   std::vector<HolderInfo> holders;
   template <class F> void fields(F& f) {
-    f(name); f(size); f(owner_nodeid); f(owner_name); f(latest); f(replicas); f(versions_kept);
+    f(name); f(size); f(owner_nodeid); f(owner_name); f(latest); f(epoch); f(replicas); f(versions_kept);
     f(durability); f(uid); f(gid); f(mode); f(acked_replicas); f(holders);
   }
 };

@@ -120,6 +120,9 @@ class CpgTransportImpl final : public CpgTransport {
     fd_ = fd;
     nodeid_ = nodeid;
     max_message_ = std::min<size_t>(options_.max_message_bytes, atomic);
+    // With room for two largest messages, "free_bytes() < size" implies the queue is above half,
+    // so a caller that waits instead of being refused still gets `drained`.
+    max_queue_ = std::max(options_.max_queue_bytes, 2 * max_message_);
     connected_ = true;
     first_view_ = true;
     return Status::Ok();
@@ -130,7 +133,7 @@ class CpgTransportImpl final : public CpgTransport {
   bool connected() const override { return connected_ && !closed_; }
   size_t queued_bytes() const override { return queued_bytes_; }
   size_t free_bytes() const override {
-    return queued_bytes_ >= options_.max_queue_bytes ? 0 : options_.max_queue_bytes - queued_bytes_;
+    return queued_bytes_ >= max_queue_ ? 0 : max_queue_ - queued_bytes_;
   }
   CpgCounters counters() const override { return counters_; }
 
@@ -157,7 +160,7 @@ class CpgTransportImpl final : public CpgTransport {
       Flush();
       in_send_ = false;
     }
-    if (queued_bytes_ * 2 > options_.max_queue_bytes) want_drained_ = true;
+    if (queued_bytes_ * 2 > max_queue_) want_drained_ = true;
     return Status::Ok();
   }
 
@@ -294,7 +297,7 @@ class CpgTransportImpl final : public CpgTransport {
   }
 
   void MaybeDrained() {
-    if (!want_drained_ || queued_bytes_ * 2 >= options_.max_queue_bytes) return;
+    if (!want_drained_ || queued_bytes_ * 2 >= max_queue_) return;
     if (in_send_) {  // Send() only flushes an empty queue, so this is rare: report from the loop
       kick_timer_.Arm(0);
       return;
@@ -343,6 +346,7 @@ class CpgTransportImpl final : public CpgTransport {
   int fd_ = -1;
   uint32_t nodeid_ = 0;
   size_t max_message_ = 0;
+  size_t max_queue_ = 0;
   bool connected_ = false;
   bool closed_ = false;
   bool in_fd_handler_ = false;  // OnFd is running: its poll entry is removed by returning -1
@@ -371,7 +375,6 @@ Result<std::unique_ptr<CpgTransport>> CpgTransport::Connect(qb_loop_t* loop, con
     return Err(Code::kInvalid,
                "CPG group name must be 1.." + std::to_string(CPG_MAX_NAME_LENGTH - 1) + " bytes");
   }
-  if (options.max_queue_bytes == 0) return Err(Code::kInvalid, "max_queue_bytes must be > 0");
   auto impl = std::make_unique<CpgTransportImpl>(loop, options, std::move(callbacks));
   CKPT_RETURN_IF_ERROR(impl->Open());
   return std::unique_ptr<CpgTransport>(std::move(impl));

@@ -53,7 +53,7 @@ class CpgTransport {
  public:
   struct Options {
     std::string group = "ckpt";
-    size_t max_queue_bytes = 64u << 20;            // bound on bytes waiting to be multicast
+    size_t max_queue_bytes = 64u << 20;            // queued-bytes bound; >= 2 x max message
     size_t max_message_bytes = (1u << 20) + 4096;  // capped at the CPG atomic size (see above)
     uint32_t retry_ms = 1;                         // TRY_AGAIN retry delay (doubles up to 50 ms)
     uint32_t reconnect_ms = 1000;                  // delay between reconnect attempts

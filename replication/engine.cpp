@@ -64,6 +64,14 @@ constexpr size_t kMaxHistoryEntries = 256;
 constexpr uint64_t kFetchTimeoutMs = 30000;
 constexpr uint64_t kReadCacheTtlMs = 30000;
 constexpr uint32_t kListPageMax = 512;
+constexpr uint64_t kPieceOverheadBytes = 12;  // u64 offset + u32 length per DATA piece
+
+// Epochs are unique per claimer: generation in the high 32 bits, the claiming node's id in the low
+// 32.  Two partitions that both claim from the same epoch therefore never label different bytes
+// with the same version, and the merge (higher epoch wins) picks one line deterministically.
+uint64_t NextEpoch(uint64_t above, uint32_t claimer) {
+  return (((above >> 32) + 1) << 32) | claimer;
+}
 
 uint64_t RendezvousScore(const std::string& name, uint32_t nodeid) {
   uint8_t id[4];
@@ -134,7 +142,10 @@ struct Segment {
   bool meta_persisted = false;
   bool local_installed = false;      // shm file written since this ckptd started
   // Owner state (cat.owner == self).
-  std::deque<std::pair<Version, std::vector<ByteRange>>> history;  // recent commits
+  // Recent commits as a chain: history[0] applies on top of history_base, history[i] on top of
+  // history[i-1].  A target holding history_base or any history version can get a delta.
+  std::deque<std::pair<Version, std::vector<ByteRange>>> history;
+  Version history_base;
   std::map<uint32_t, Version> sent;  // per target: newest version queued to it
   std::set<uint32_t> force_full;     // targets that asked for a full copy
   bool xfer_active = false;
@@ -168,6 +179,7 @@ struct Pending {
   int tokens_outstanding = 0;
   Status store_status;
   std::optional<LoadedSegment> global;  // kGlobal
+  bool checksum_failed = false;         // a fetched copy failed its checksum (kCorrupt, not kNotFound)
 };
 
 struct Engine::Impl {
@@ -333,8 +345,9 @@ struct Engine::Impl {
     reply(conn, op, st, ipc::EmptyMsg{});
   }
   void async_error(const Handle& h, uint64_t handle, const Status& st) {
+    // The event's own fields carry the failure; the response status is OK so they are encoded.
     ipc::AsyncErrorEvent ev{handle, st.c_code(), st.ToString()};
-    ready.events.push_back({h.conn_id, ipc::kAsyncError, ipc::EncodeResponse(st, ev)});
+    ready.events.push_back({h.conn_id, ipc::kAsyncError, ipc::EncodeResponse(Status::Ok(), ev)});
   }
 
   void store_op(StoreOp op) { ready.store_ops.push_back(std::move(op)); }
@@ -497,6 +510,60 @@ struct Engine::Impl {
     return !s.local.empty() && s.local.back().version.seq > 0;
   }
 
+  // Index of the first history entry a holder of `v` still lacks, if `v` is on the chain and
+  // behind its end.
+  static std::optional<size_t> ChainPosition(const Segment& s, Version v) {
+    if (s.history.empty()) return std::nullopt;
+    if (v == s.history_base) return 0;
+    for (size_t i = 0; i + 1 < s.history.size(); i++)
+      if (s.history[i].first == v) return i + 1;
+    return std::nullopt;
+  }
+
+  void push_history(Segment& s, Version base, Version v, std::vector<ByteRange> ranges) {
+    if (s.history.empty() || s.history.back().first != base) {
+      s.history.clear();
+      s.history_base = base;
+    }
+    s.history.push_back({v, std::move(ranges)});
+    while (s.history.size() > kMaxHistoryEntries) {
+      s.history_base = s.history.front().first;
+      s.history.pop_front();
+    }
+  }
+
+  // After a claim restored `local.back()` here (pull, local restore, global copy): relabel it
+  // into this owner's epoch.  The new owner's line is then distinguishable from anything the
+  // previous owner committed later under the old epoch (e.g. in another partition): holders of
+  // exactly the restored version get a zero-byte delta, every other holder a full copy.
+  void adopt_restored(Segment& s, uint64_t persist_token) {
+    LocalCopy& c = s.local.back();
+    const Version old = c.version;
+    const Version nv{s.cat.epoch, old.seq};
+    s.history.clear();
+    s.sent.clear();
+    if (nv <= old) {  // already labelled in (or above) this epoch: nothing to relabel
+      s.cat.latest = std::max(s.cat.latest, old);
+      set_holder(s, self(), old);
+      if (!c.persisted) persist_version(s, s.local.size() - 1, nullptr, persist_token);
+      return;
+    }
+    c.version = nv;
+    StoreOp op;
+    op.meta.name = s.cat.name;
+    op.version = nv;
+    op.image = c.image;
+    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
+    op.token = persist_token;
+    op.kind = c.persisted ? StoreOp::kPutDelta : StoreOp::kPutFull;
+    if (c.persisted) op.base = old;
+    store_op(std::move(op));
+    c.persisted = true;
+    push_history(s, old, nv, {});
+    s.cat.latest = std::max(s.cat.latest, nv);
+    set_holder(s, self(), nv);
+  }
+
   void schedule(Segment& s) {
     if (!joined || !is_owner(s) || s.xfer_active || !has_checkpoint(s)) return;
     const LocalCopy& latest = s.local.back();
@@ -510,8 +577,7 @@ struct Engine::Impl {
       Version cur = std::max(s.sent[t], holder_version(s, t));
       if (s.force_full.count(t)) cur = s.sent[t];
       if (cur >= latest.version) continue;
-      bool delta_ok = !cur.empty() && cur.epoch == latest.version.epoch && !s.history.empty() &&
-                      s.history.front().first <= Version{cur.epoch, cur.seq + 1};
+      bool delta_ok = !cur.empty() && ChainPosition(s, cur).has_value();
       if (delta_ok)
         by_base[cur].push_back(t);
       else
@@ -531,8 +597,8 @@ struct Engine::Impl {
                (a.second.size() == b.second.size() && a.first < b.first);
       });
       std::vector<ByteRange> ranges;
-      for (auto& [v, r] : s.history)
-        if (v > best->first) ranges.insert(ranges.end(), r.begin(), r.end());
+      for (size_t i = *ChainPosition(s, best->first); i < s.history.size(); i++)
+        ranges.insert(ranges.end(), s.history[i].second.begin(), s.history[i].second.end());
       ranges = MergeRanges(std::move(ranges));
       if (TotalBytes(ranges) < s.cat.size) {
         x.header.base = best->first;
@@ -551,8 +617,7 @@ struct Engine::Impl {
     }
     std::sort(x.header.targets.begin(), x.header.targets.end());
     uint64_t total = TotalBytes(x.ranges);
-    x.header.chunk_count =
-        static_cast<uint32_t>(std::max<uint64_t>(1, (total + cfg.chunk_bytes - 1) / cfg.chunk_bytes));
+    x.header.chunk_count = ChunkCount(x.ranges);
     for (uint32_t t : x.header.targets) {
       s.sent[t] = latest.version;
       if (x.header.base.empty()) s.force_full.erase(t);
@@ -565,6 +630,25 @@ struct Engine::Impl {
     for (auto& [name, s] : segs) schedule(s);
   }
 
+  // Chunks emit_chunk() will produce for `ranges` (same packing rule: pieces of one range up to
+  // chunk_bytes of payload plus kPieceOverheadBytes each).
+  uint32_t ChunkCount(const std::vector<ByteRange>& ranges) const {
+    uint64_t chunks = 1, budget = cfg.chunk_bytes;
+    for (const ByteRange& r : ranges) {
+      uint64_t left = r.length;
+      while (left > 0) {
+        if (budget <= kPieceOverheadBytes) {
+          chunks++;
+          budget = cfg.chunk_bytes;
+        }
+        uint64_t n = std::min(budget - kPieceOverheadBytes, left);
+        left -= n;
+        budget -= n + kPieceOverheadBytes;
+      }
+    }
+    return static_cast<uint32_t>(chunks);
+  }
+
   // Emits the next chunk of `x`; returns true when the transfer is complete.
   bool emit_chunk(Transfer& x) {
     std::vector<DataPiece> pieces;
@@ -575,9 +659,10 @@ struct Engine::Impl {
     while (budget > 0 && x.range_index < x.ranges.size()) {
       const ByteRange& r = x.ranges[x.range_index];
       uint64_t off = r.offset + x.range_offset;
-      uint64_t n = std::min(budget, r.length - x.range_offset);
+      if (budget <= kPieceOverheadBytes) break;
+      uint64_t n = std::min(budget - kPieceOverheadBytes, r.length - x.range_offset);
       spans.push_back({off, n});
-      budget -= n;
+      budget -= n + kPieceOverheadBytes;
       x.range_offset += n;
       if (x.range_offset == r.length) {
         x.range_index++;
@@ -874,6 +959,10 @@ struct Engine::Impl {
     }
     h.staged.clear();
     ranges = MergeRanges(std::move(ranges));
+    // What the store holds of the version being replaced (its own truth: last_persisted_ goes
+    // stale when this node stored replica versions or restored locally since it last committed).
+    const Version replaced = base.version;
+    const bool replaced_stored = base.persisted;
     if (in_place) {
       base.version = v;
     } else {
@@ -889,7 +978,7 @@ struct Engine::Impl {
       op.image = s->local.back().image;
       op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
       op.kind = StoreOp::kPutDelta;
-      op.base = last_persisted_[s->cat.name];
+      op.base = replaced_stored ? replaced : Version{};
       op.ranges = ranges;
       if (op.base.empty()) {
         op.kind = StoreOp::kPutFull;
@@ -907,8 +996,7 @@ struct Engine::Impl {
       trim_local(*s);
     }
     last_persisted_[s->cat.name] = v;
-    s->history.push_back({v, ranges});
-    while (s->history.size() > kMaxHistoryEntries) s->history.pop_front();
+    push_history(*s, replaced, v, ranges);
     s->cat.latest = v;
     set_holder(*s, self(), v);
     s->global_dirty = cfg.has_global_dir;
@@ -1255,6 +1343,7 @@ struct Engine::Impl {
     i.owner_nodeid = s.cat.owner;
     i.owner_name = s.cat.owner ? node_name(s.cat.owner) : "";
     i.latest = s.cat.latest;
+    i.epoch = s.cat.epoch;
     i.replicas = s.cat.replicas;
     i.versions_kept = s.cat.versions_kept;
     i.durability = s.cat.durability;
@@ -1402,7 +1491,7 @@ struct Engine::Impl {
       s->cat.name = m.name;
     }
     bool was_owner = s->cat.owner == self() && !s->cat.deleted;
-    uint64_t epoch = std::max(m.expected_epoch + 1, m.min_epoch);
+    uint64_t epoch = NextEpoch(std::max(m.expected_epoch, m.min_epoch), from);
     bool reset = m.reset || s->cat.deleted || s->cat.size == 0;
     if (reset) {
       s->cat.size = m.size;
@@ -1451,12 +1540,11 @@ struct Engine::Impl {
       const StoredVersion& sv = g.versions.back();
       s->local.clear();
       s->local.push_back({sv.version, sv.image, false});
-      s->cat.latest = std::max(s->cat.latest, sv.version);
       persist_meta(*s);
-      persist_version(*s, 0, nullptr, token_for(m.request_id));
-      set_holder(*s, self(), sv.version);
+      adopt_restored(*s, token_for(m.request_id));
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(m.request_id));
+      schedule(*s);  // bring the replica targets up to date (nothing else would trigger it)
       return;
     }
     choose_source(m.request_id);
@@ -1481,9 +1569,8 @@ struct Engine::Impl {
       counters.local_restores++;
       persist_meta(*s);
       p.stage = Pending::kInstalling;
+      adopt_restored(*s, 0);
       p.want = s->local.back().version;
-      s->history.clear();
-      s->sent.clear();
       install_local(*s, token_for(rid));
       schedule(*s);
       return;
@@ -1519,7 +1606,7 @@ struct Engine::Impl {
         if (it != handles.end()) it->second.fenced = true;
       }
       s->cat.deleted = 1;
-      s->cat.epoch++;
+      s->cat.epoch = NextEpoch(s->cat.epoch, from);
       s->cat.owner = 0;
       s->cat.holders.clear();
       s->cat.latest = {};
@@ -1582,8 +1669,7 @@ struct Engine::Impl {
     x.header.targets = {from};
     x.snapshot = copy->image;
     x.ranges = {{0, copy->image.size()}};
-    x.header.chunk_count = static_cast<uint32_t>(
-        std::max<uint64_t>(1, (copy->image.size() + cfg.chunk_bytes - 1) / cfg.chunk_bytes));
+    x.header.chunk_count = ChunkCount(x.ranges);
     outgoing.push_front(std::move(x));  // a failover waits on it: serve before replication
   }
 
@@ -1603,6 +1689,9 @@ struct Engine::Impl {
         if (live(h.nodeid) && h.nodeid != self() && !p.tried.count(h.nodeid) &&
             h.version >= p.want)
           return send_fetch(rid, h.nodeid, p.read.has_version ? p.want : Version{});
+      if (!p.checksum_failed)
+        return finish_pending(rid, Err(Code::kNotFound, "no live node holds version " +
+                                                            p.want.ToString()));
       return finish_pending(rid, Err(Code::kCorrupt, "no holder could serve version " +
                                                          p.want.ToString()));
     }
@@ -1621,7 +1710,7 @@ struct Engine::Impl {
     if (h.chunk_index == 0) {
       Inbound in;
       in.header = h;
-      in.ignore = !accept_transfer(from, h);
+      in.ignore = !accept_transfer(from, h, &in.image);
       auto [it, fresh] = inbound.insert_or_assign(key, std::move(in));
       if (it->second.ignore) {
         if (h.chunk_count == 1) inbound.erase(it);
@@ -1656,8 +1745,9 @@ struct Engine::Impl {
     complete_transfer(from, std::move(done));
   }
 
-  // Chunk 0 of a transfer: decides whether this node stores it and prepares the base image.
-  bool accept_transfer(uint32_t from, const DataHeader& h) {
+  // Chunk 0 of a transfer: decides whether this node stores it and prepares *image (the base the
+  // pieces are written onto).
+  bool accept_transfer(uint32_t from, const DataHeader& h, BlockImage* image) {
     Segment* s = find_live(h.name);
     if (h.kind == uint8_t(DataKind::kFetch)) {
       if (h.targets.size() != 1 || h.targets[0] != self()) return false;
@@ -1665,11 +1755,12 @@ struct Engine::Impl {
       if (pit == pending.end() || pit->second.stage != Pending::kFetching ||
           pit->second.fetch_from != from || !s || h.size != s->cat.size)
         return false;
-      auto& in = inbound[{from, h.xfer_id}];
-      in.image = BlockImage::Zero(h.size);
+      *image = BlockImage::Zero(h.size);
       return true;
     }
-    if (!s || s->cat.owner != from || h.version.epoch != s->cat.epoch || h.size != s->cat.size) {
+    // The sender must be the catalog owner.  The version may predate its epoch: a new owner
+    // re-replicates the version it inherited (pull, global restore) until its first commit.
+    if (!s || s->cat.owner != from || h.version.epoch > s->cat.epoch || h.size != s->cat.size) {
       if (from != self()) counters.stale_rejected++;
       return false;
     }
@@ -1678,20 +1769,19 @@ struct Engine::Impl {
     if (from == self() || std::find(h.targets.begin(), h.targets.end(), self()) == h.targets.end())
       return false;
     if (!cfg.eligible) return false;
-    auto& in = inbound[{from, h.xfer_id}];
     if (h.base.empty()) {
       if (s->local.empty() && bytes_held() + h.size > cfg.max_total_bytes) {
         send(AckMsg{h.name, h.version, uint32_t(AckStatus::kFailed)});
         return false;
       }
-      in.image = BlockImage::Zero(h.size);
+      *image = BlockImage::Zero(h.size);
       return true;
     }
     if (s->local.empty() || s->local.back().version != h.base) {
       send(AckMsg{h.name, h.version, uint32_t(AckStatus::kNeedFull)});
       return false;
     }
-    in.image = s->local.back().image;
+    *image = s->local.back().image;
     return true;
   }
 
@@ -1701,7 +1791,11 @@ struct Engine::Impl {
     bool fetch = h.kind == uint8_t(DataKind::kFetch);
     if (in.image.checksum() != h.checksum) {
       counters.messages_dropped++;
-      if (fetch) return retry_fetch(h.request_id);
+      if (fetch) {
+        if (auto pit = pending.find(h.request_id); pit != pending.end())
+          pit->second.checksum_failed = true;
+        return retry_fetch(h.request_id);
+      }
       send(AckMsg{h.name, h.version, uint32_t(AckStatus::kFailed)});
       return;
     }
@@ -1718,19 +1812,15 @@ struct Engine::Impl {
                               Err(Code::kConflict, "ownership changed during the pull"));
       s->local.clear();
       s->local.push_back({h.version, std::move(in.image), false});
-      s->history.clear();
-      s->sent.clear();
-      last_persisted_[h.name] = h.version;
       persist_meta(*s);
-      persist_version(*s, 0, nullptr, token_for(h.request_id));
-      set_holder(*s, self(), h.version);
-      s->cat.latest = std::max(s->cat.latest, h.version);
+      adopt_restored(*s, token_for(h.request_id));
+      last_persisted_[h.name] = s->local.back().version;
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(h.request_id));
       schedule(*s);
       return;
     }
-    if (!s || s->cat.owner != from || s->cat.epoch != h.version.epoch) {
+    if (!s || s->cat.owner != from || h.version.epoch > s->cat.epoch) {
       counters.stale_rejected++;
       return;
     }
@@ -1810,7 +1900,7 @@ struct Engine::Impl {
     ClaimMsg m;
     m.name = p.name;
     m.expected_epoch = s ? s->cat.epoch : 0;
-    m.min_epoch = p.global->versions.back().version.epoch + 1;
+    m.min_epoch = p.global->versions.back().version.epoch;
     m.size = e.size;
     m.uid = e.uid;
     m.gid = e.gid;
@@ -1841,10 +1931,13 @@ struct Engine::Impl {
     }
     // Inbound transfers from departed senders can never complete.
     std::erase_if(inbound, [&](auto& kv) { return !live(kv.first.first); });
-    // Joined nodes re-announce their own holdings.
+    // Joined nodes re-announce their own holdings, and nothing we sent them before is theirs.
     for (uint32_t id : joined_nodes)
       if (id != self())
-        for (auto& [name, s] : segs) clear_holder(s, id);
+        for (auto& [name, s] : segs) {
+          clear_holder(s, id);
+          s.sent.erase(id);
+        }
     if (!joined_nodes.empty()) {
       send(NodeInfoMsg{cfg.node_name, uint8_t(cfg.eligible)});
       std::set<uint32_t> survivors;
@@ -1987,7 +2080,7 @@ struct Engine::Impl {
 // ---- public shell ------------------------------------------------------------------------------
 
 Engine::Engine(EngineConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {
-  CKPT_ASSERT(impl_->cfg.chunk_bytes >= 4096 && impl_->cfg.chunk_bytes <= (1u << 20));
+  CKPT_ASSERT(impl_->cfg.chunk_bytes >= 4096 && impl_->cfg.chunk_bytes <= kMaxChunkBytes);
   CKPT_ASSERT(impl_->cfg.self_nodeid != 0);
 }
 Engine::~Engine() = default;

@@ -34,6 +34,10 @@
 
 namespace ckpt::repl {
 
+// Largest DATA payload: a whole DATA message (payload + header <= 4 KiB) must stay under
+// corosync's largest unfragmented CPG message (1047552 bytes), so libcpg never fragments it.
+inline constexpr uint32_t kMaxChunkBytes = 1020 * 1024;
+
 struct EngineConfig {
   uint32_t self_nodeid = 0;
   std::string node_name;
@@ -43,7 +47,7 @@ struct EngineConfig {
   uint32_t default_durability = CKPT_DURABILITY_MEMORY;
   uint64_t max_segment_bytes = 1ull << 32;
   uint64_t max_total_bytes = 1ull << 36;
-  uint32_t chunk_bytes = 1u << 20;    // payload per DATA message (<= 1 MiB)
+  uint32_t chunk_bytes = kMaxChunkBytes;  // DATA message payload incl. 12 B per piece
   bool has_global_dir = false;
   std::string shm_dir = "/dev/shm/ckpt";  // must match the store's local storage directory
   uint32_t default_pull_timeout_ms = 60000;

@@ -74,7 +74,8 @@ struct CatalogMsg {
 };
 
 // Ownership compare-and-swap, applied in total order: succeeds iff the catalog's epoch for the
-// segment equals expected_epoch (0 = absent); the new epoch is max(expected_epoch+1, min_epoch).
+// segment equals expected_epoch (0 = absent).  The new epoch is
+// ((max(expected_epoch, min_epoch) >> 32) + 1) << 32 | claimer nodeid: unique per claimer.
 struct ClaimMsg {
   static constexpr MsgType kType = MsgType::kClaim;
   std::string name;

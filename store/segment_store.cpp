@@ -42,8 +42,8 @@ constexpr size_t kPrefixBytes = 8 + 2 + 2 + 4;
 constexpr uint32_t kMaxHeaderBytes = 4096;
 constexpr uint32_t kMaxMetaBytes = 4096;
 constexpr uint64_t kTrailerBytes = 8;
-constexpr size_t kMaxIov = 1024;             // Linux UIO_MAXIOV
-constexpr size_t kReadChunkBytes = 1 << 20;  // multiple of kBlockSize
+constexpr size_t kMaxIov = 1024;               // Linux UIO_MAXIOV
+constexpr uint64_t kReadChunkBytes = 1 << 20;  // read-ahead buffer
 constexpr mode_t kStateDirMode = 0700;
 constexpr mode_t kShmDirMode = 0755;
 
@@ -277,10 +277,9 @@ class RecordSink {
     while (idx < iov_.size()) {
       int cnt = static_cast<int>(std::min(kMaxIov, iov_.size() - idx));
       ssize_t w = ::writev(fd_, iov_.data() + idx, cnt);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("write", path_, errno);
-      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return ErrnoStatus("write", path_, errno);
+      if (w == 0) return ErrnoStatus("write", path_, EIO);
       size_t left = static_cast<size_t>(w);
       while (idx < iov_.size() && left >= iov_[idx].iov_len) left -= iov_[idx++].iov_len;
       if (left > 0) {
@@ -400,21 +399,19 @@ class RecordSource {
     return ReadRaw(buf, n, true);
   }
 
-  // Reads [offset, offset+length) of the payload into `image` (in chunks; all-zero blocks of a
-  // fresh Zero() image are skipped when `skip_zero`, which keeps sparse images sparse).
+  // Reads [offset, offset+length) of the payload into `image`, straight from the read buffer.
+  // With `skip_zero` (a fresh Zero() image), all-zero pieces are not written: sparse stays sparse.
   Status ReadInto(BlockImage* image, uint64_t offset, uint64_t length, bool skip_zero) {
     if (length > payload_left_) return Corrupt(path_, "range longer than the payload");
-    if (buf_.empty())
-      buf_.resize(std::min<uint64_t>(kReadChunkBytes, std::max<uint64_t>(length, 1)));
+    payload_left_ -= length;
     while (length > 0) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(buf_.size(), length));
-      CKPT_RETURN_IF_ERROR(Read(buf_.data(), n));
-      for (size_t done = 0; done < n;) {
-        size_t piece = std::min<size_t>(kBlockSize - (offset + done) % kBlockSize, n - done);
-        if (!skip_zero || !AllZero(buf_.data() + done, piece))
-          image->Write(offset + done, {buf_.data() + done, piece});
-        done += piece;
-      }
+      if (pos_ == len_) CKPT_RETURN_IF_ERROR(Refill());
+      size_t n = std::min<size_t>(kBlockSize - offset % kBlockSize, len_ - pos_);
+      n = static_cast<size_t>(std::min<uint64_t>(n, length));
+      const uint8_t* p = buf_.data() + pos_;
+      XXH3_64bits_update(hash_.get(), p, n);
+      if (!skip_zero || !AllZero(p, n)) image->Write(offset, {p, n});
+      pos_ += n;
       offset += n;
       length -= n;
     }
@@ -432,19 +429,32 @@ class RecordSource {
   }
 
  private:
-  Status ReadRaw(void* buf, size_t n, bool hash) {
-    auto* p = static_cast<uint8_t*>(buf);
-    size_t got = 0;
-    while (got < n) {
-      ssize_t r = ::read(fd_.get(), p + got, n - got);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus("read", path_, errno);
-      }
-      if (r == 0) return Corrupt(path_, "file truncated while reading");
-      got += static_cast<size_t>(r);
+  Status Refill() {
+    if (buf_.empty()) {
+      buf_.resize(static_cast<size_t>(std::clamp<uint64_t>(file_size_, 1, kReadChunkBytes)));
     }
-    if (hash) XXH3_64bits_update(hash_.get(), p, n);
+    for (;;) {
+      ssize_t r = ::read(fd_.get(), buf_.data(), buf_.size());
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoStatus("read", path_, errno);
+      if (r == 0) return Corrupt(path_, "file truncated while reading");
+      pos_ = 0;
+      len_ = static_cast<size_t>(r);
+      return Status::Ok();
+    }
+  }
+
+  Status ReadRaw(void* buf, size_t n, bool hash) {
+    auto* out = static_cast<uint8_t*>(buf);
+    while (n > 0) {
+      if (pos_ == len_) CKPT_RETURN_IF_ERROR(Refill());
+      size_t k = std::min(n, len_ - pos_);
+      std::memcpy(out, buf_.data() + pos_, k);
+      if (hash) XXH3_64bits_update(hash_.get(), out, k);
+      pos_ += k;
+      out += k;
+      n -= k;
+    }
     return Status::Ok();
   }
 
@@ -453,7 +463,8 @@ class RecordSource {
   uint64_t file_size_;
   XxhState hash_;
   uint64_t payload_left_ = 0;
-  std::vector<uint8_t> buf_;
+  std::vector<uint8_t> buf_;  // read-ahead: buf_[pos_, len_) not consumed yet
+  size_t pos_ = 0, len_ = 0;
 };
 
 // Reads a whole image of `size` bytes (a full payload or the tail of a global one).
@@ -964,13 +975,17 @@ class FileSegmentStore final : public SegmentStore {
       if (kind == Kind::kDelta) {
         auto base = images.find(h.base);
         auto base_entry = idx.find(h.base);
-        if (base == images.end() || base->second.size() != h.segment_size) {
+        if (base == images.end()) {
           ::unlink(path.c_str());  // its base is gone for good: the delta is useless
           continue;
         }
-        image = base->second;
-        entry.chain_bytes = base_entry->second.chain_bytes + h.payload_len;
-        st = ApplyDelta(*src, &image);
+        if (base->second.size() != h.segment_size) {
+          st = Corrupt(path, "delta size differs from its base");
+        } else {
+          image = base->second;
+          entry.chain_bytes = base_entry->second.chain_bytes + h.payload_len;
+          st = ApplyDelta(*src, &image);
+        }
       } else {
         if (h.payload_len != h.segment_size) st = Corrupt(path, "full payload is not the segment");
         if (st.ok()) st = ReadImage(*src, h.segment_size, &image);

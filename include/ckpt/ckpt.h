@@ -194,6 +194,7 @@ typedef struct ckpt_segment_info {
   uint32_t owner_nodeid;  /* 0 = no owner (released) */
   char owner_name[64];
   ckpt_version_t latest;  /* newest committed version known to the cluster */
+  uint64_t epoch;         /* ownership epoch: grows with every pull/claim and delete */
   uint32_t replicas;      /* R */
   uint32_t versions_kept;
   uint32_t durability;

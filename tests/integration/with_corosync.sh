@@ -32,6 +32,7 @@ if [[ "${_CKPT_WITH_COROSYNC_INNER:-}" != 1 ]]; then
   done
   dir=$(mktemp -d /tmp/ckpt-corosync.XXXXXX)
   child=
+  # shellcheck disable=SC2317  # invoked by the EXIT trap
   cleanup() {
     if [[ -n "$child" ]]; then kill -KILL "$child" 2>/dev/null || true; fi
     rm -rf "$dir"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Smoke test of the lab harness: up 3 --pacemaker, partition n3 and heal it, crash n2 and start it
-# again, down; then check that no namespace, process, mount or state of the lab remains.
+# Smoke test of the lab harness: up 3 --pacemaker, partition n3 (at the switch, then at its own
+# eth0) and heal it, crash n2 and start it again, spawn/kill, down; then check that no namespace,
+# process, mount or state of the lab remains.
 set -euo pipefail
 
 LAB_BIN=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../lab" && pwd)/lab
@@ -27,10 +28,11 @@ wait_for() {
 
 members_are() { [[ $(lab members "$1") == "$2" ]]; }
 pcmk_online_are() { [[ $(lab members "$1" --pacemaker) == "$2" ]]; }
-crm_mon_shows() { lab exec "$1" crm_mon -1 | grep -qF "$2"; }
+# (output captured first: with pipefail, `grep -q` closing the pipe early would fail crm_mon)
+crm_mon_shows() { local out; out=$(lab exec "$1" crm_mon -1) && [[ $out == *"$2"* ]]; }
 inquorate() { local rc=0; lab exec "$1" corosync-quorumtool -s >/dev/null || rc=$?; ((rc == 2)); }
 leftovers() {
-  ip netns list | grep -q "^ckpt-$NAME-" && { echo "namespaces: $(ip netns list | grep "^ckpt-$NAME-")"; return 0; }
+  ip netns list | grep "^ckpt-$NAME-" >/dev/null && { echo "namespaces: $(ip netns list | grep "^ckpt-$NAME-")"; return 0; }
   pgrep -f "_node-init $NAME " >/dev/null && { echo "processes: $(pgrep -af "_node-init $NAME ")"; return 0; }
   grep -qF "$STATE" /proc/self/mountinfo && { echo "mounts: $(grep -F "$STATE" /proc/self/mountinfo)"; return 0; }
   [[ -e $STATE ]] && { echo "state: $STATE"; return 0; }
@@ -79,6 +81,14 @@ crm_mon_shows n1 "OFFLINE: [ n3 ]" || fail "crm_mon on n1 does not show n3 offli
 members_are n3 "n3" || fail "n3 does not see itself alone"
 
 say "heal n3"
+lab heal n3
+wait_for 60 "n1 sees corosync members n1 n2 n3 again" members_are n1 "n1 n2 n3"
+wait_for 60 "crm_mon on n1 shows n1 n2 n3 online again" crm_mon_shows n1 "Online: [ n1 n2 n3 ]"
+
+say "cut n3 from its own side (eth0 down)"
+lab cut n3 --node-side
+wait_for 60 "n1 sees corosync members n1 n2" members_are n1 "n1 n2"
+wait_for 60 "n3 sees only itself and is inquorate" inquorate n3
 lab heal n3
 wait_for 60 "n1 sees corosync members n1 n2 n3 again" members_are n1 "n1 n2 n3"
 wait_for 60 "crm_mon on n1 shows n1 n2 n3 online again" crm_mon_shows n1 "Online: [ n1 n2 n3 ]"

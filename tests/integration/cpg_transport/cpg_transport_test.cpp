@@ -311,9 +311,9 @@ TEST(CpgTransport, TwoMembersAgreeOnViewsAndOrder) {
   ASSERT_EQ(join.joined.size(), 1u);
   EXPECT_TRUE(Contains(join.joined, self, uint32_t(c.pid), CPG_REASON_JOIN));
   EXPECT_TRUE(join.left.empty());
-  // Sorted by nodeid then pid.
-  EXPECT_LT(std::min<uint32_t>(getpid(), c.pid), std::max<uint32_t>(getpid(), c.pid));
+  ASSERT_EQ(join.members.size(), 2u);  // sorted by nodeid, then pid
   EXPECT_EQ(join.members[0].pid, std::min<uint32_t>(getpid(), c.pid));
+  EXPECT_EQ(join.members[1].pid, std::max<uint32_t>(getpid(), c.pid));
 
   m.tag = 1, m.to_send = kPerSender;
   size_t max = m.t->max_message_bytes();
@@ -382,7 +382,7 @@ TEST(CpgTransport, DeadProcessIsReportedAsProcdown) {
 TEST(CpgTransport, BoundedQueueRefusesThenDrains) {
   CpgTransport::Options opts;
   opts.group = "ckpt-test-queue";
-  opts.max_queue_bytes = 1u << 20;
+  opts.max_queue_bytes = 4u << 20;
   Member m;
   ASSERT_TRUE(m.Connect(opts).ok());
   ASSERT_TRUE(m.loop.RunUntil([&] { return m.members() == 1; }));
@@ -449,7 +449,7 @@ TEST(CpgTransport, Throughput) {
   ASSERT_TRUE(m.loop.RunUntil([&] { return m.members() == 1; }));
   uint32_t tag = 0;
   for (size_t size : {size_t{64} << 10, m.t->max_message_bytes()}) {
-    const uint32_t count = uint32_t((size_t{1} << 30) / size);  // 1 GiB per size
+    const uint32_t count = uint32_t((size_t{512} << 20) / size);  // 512 MiB per size
     m.tag = ++tag, m.to_send = count, m.sent = 0;
     m.order.clear();
     m.size_of = [size](uint32_t) { return size; };

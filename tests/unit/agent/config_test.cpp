@@ -1,4 +1,6 @@
 // ckptd option parsing: defaults, file + command-line precedence, size suffixes, bad values.
+#include "agent/config.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -6,8 +8,6 @@
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include "agent/config.hpp"
 
 namespace ckpt::agent {
 namespace {
@@ -59,7 +59,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(c.shm_dir, "/dev/shm/ckpt");
   EXPECT_EQ(c.max_segment_bytes, 4ull << 30);
   EXPECT_EQ(c.max_total_bytes, 64ull << 30);
-  EXPECT_EQ(c.chunk_bytes, 1u << 20);
+  EXPECT_EQ(c.chunk_bytes, 1020u << 10);
   EXPECT_EQ(c.cpg_group, "ckpt");
   EXPECT_EQ(c.send_queue_bytes, 64ull << 20);
   EXPECT_EQ(c.log_level, LogLevel::kInfo);
@@ -114,8 +114,8 @@ TEST_F(ConfigTest, ByteSizes) {
   EXPECT_EQ(*ParseByteSize("4G"), 4ull << 30);
   EXPECT_EQ(*ParseByteSize("2T"), 2ull << 40);
   EXPECT_EQ(*ParseByteSize("12B"), 12u);
-  for (const char* bad : {"", "K", "-1", "1.5G", "4X", "4 G", "4GiBx", "99999999999999999999",
-                          "16777216T"})
+  for (const char* bad :
+       {"", "K", "-1", "1.5G", "4X", "4 G", "4GiBx", "99999999999999999999", "16777216T"})
     EXPECT_FALSE(ParseByteSize(bad).ok()) << bad;
 
   WriteFile("max-segment-size = 512M\nmax-total-bytes = 2G\nsend-queue-bytes = 8M\n");

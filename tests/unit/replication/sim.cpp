@@ -49,7 +49,13 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
       break;
     case StoreOp::kPutDelta: {
       Seg& s = segs[name];
-      if (!s.versions.count(op.base)) delta_without_base++;
+      if (!s.versions.count(op.base)) {
+        delta_without_base++;
+        std::string have;
+        for (auto& [v, img] : s.versions) have += " " + v.ToString();
+        violations.push_back("PutDelta " + name + " " + op.version.ToString() + " on base " +
+                             op.base.ToString() + " (stored:" + have + ")");
+      }
       s.versions[op.version] = op.image;
       break;
     }
@@ -625,6 +631,8 @@ std::vector<ipc::AsyncErrorEvent> Client::AsyncErrors(std::vector<Status>* statu
   for (auto& ev : sim_.TakeEvents(node_, caller_.conn_id)) {
     ipc::AsyncErrorEvent e;
     Status st = ipc::DecodeResponse(ev.body, &e);
+    // The event's fields carry the failure (older encodings used the response status).
+    if (st.ok() && e.status != 0) st = Status(static_cast<Code>(e.status), e.message);
     if (statuses) statuses->push_back(st);
     out.push_back(e);
   }

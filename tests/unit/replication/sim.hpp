@@ -64,6 +64,7 @@ class FakeStore {
   Fault fault;
   bool stall = false;  // completions are held until un-stalled (a hung disk)
   uint64_t ops = 0, failed_ops = 0, delta_without_base = 0;
+  std::vector<std::string> violations;  // descriptions of PutDelta without base
   std::vector<StoreOp::Kind> log;
 
   Status Apply(const StoreOp& op, std::map<std::string, LoadedSegment>& global);

@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -287,6 +290,34 @@ TEST_F(SegmentStoreTest, WriteErrorsNameThePath) {
   std::sort(files.begin(), files.end());
   EXPECT_EQ(files, (std::vector<std::string>{"1-1.full", "meta"}));
   EXPECT_EQ(store_->counters().files_written, 1u);
+}
+
+// ENOSPC must surface as kNoSpace and leave no temporary files.  Needs a private mount namespace
+// for a tiny tmpfs (root or CAP_SYS_ADMIN); skipped otherwise.
+TEST_F(SegmentStoreTest, FullDiskIsNoSpace) {
+  std::string small = dir_.path() + "/small";
+  fs::create_directory(small);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=256k") != 0)
+      ::_exit(77);
+    StoreOptions o{small + "/state", "", small + "/shm"};
+    auto s = SegmentStore::Open(o);
+    if (!s.ok()) ::_exit(10);
+    BlockImage img = BlockImage::FromBytes(RandomBytes(1 << 20, 1));
+    if ((*s)->PutFull("x", {1, 1}, img, true).code() != Code::kNoSpace) ::_exit(11);
+    if ((*s)->InstallLocal("x", img, 0, 0, 0600).code() != Code::kNoSpace) ::_exit(12);
+    if (!fs::is_empty(small + "/state/segments/x") || !fs::is_empty(small + "/shm")) ::_exit(13);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot mount a private tmpfs here";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10 open, 11 PutFull, 12 InstallLocal, 13 leftovers";
 }
 
 TEST_F(SegmentStoreTest, PruneKeepsWhatKeptVersionsDependOn) {
