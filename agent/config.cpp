@@ -197,7 +197,7 @@ Status Extract(const po::variables_map& vm, Config* c) {
   constexpr uint64_t kMaxBytes = 1ull << 50;
   CKPT_RETURN_IF_ERROR(get("node-name", set_str(&c->node_name)));
   CKPT_RETURN_IF_ERROR(get("eligible", set_bool(&c->eligible)));
-  CKPT_RETURN_IF_ERROR(get("replicas", set_u32(&c->replicas, 0, kMaxReplicas)));
+  CKPT_RETURN_IF_ERROR(get("replicas", set_u32(&c->replicas, 1, kMaxReplicas)));
   CKPT_RETURN_IF_ERROR(get("versions-kept", set_u32(&c->versions_kept, 1, kMaxVersionsKept)));
   CKPT_RETURN_IF_ERROR(get("durability", [&](const std::string& k, const std::string& v) {
     if (v == "memory") {

@@ -485,10 +485,12 @@ struct Engine::Impl {
     return e;
   }
 
-  void send_catalog() {
+  // owned_only: just the entries this node owns (see view()).
+  void send_catalog(bool owned_only = false) {
     CatalogMsg msg;
     size_t bytes = 0;
     for (auto& [name, s] : segs) {
+      if (owned_only && (s.cat.deleted || s.cat.owner != self())) continue;
       msg.entries.push_back(entry_for_sync(s));
       bytes += 128 + name.size() + 24 * msg.entries.back().holders.size();
       if (bytes >= kMaxCatalogMessageBytes) {
@@ -1945,7 +1947,15 @@ struct Engine::Impl {
         if (live(id)) survivors.insert(id);
       bool designated = joined_nodes.count(self()) ||
                         (!survivors.empty() && *survivors.begin() == self());
-      if (designated) send_catalog();
+      // The owner of a segment always re-publishes its entry, before any DATA it sends in the
+      // new view: CPG keeps one sender's messages in order, so a joined node whose catalog is
+      // stale (it restarted with metadata naming an older epoch, or itself, as owner) learns the
+      // current owner and epoch before the owner's replicate transfer reaches it, instead of
+      // rejecting that transfer as stale (the owner would consider it sent and never resend).
+      if (designated)
+        send_catalog();
+      else
+        send_catalog(/*owned_only=*/true);
     }
     // Fetches from departed holders: try the next one.
     std::vector<uint32_t> retry;

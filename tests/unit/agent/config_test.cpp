@@ -138,6 +138,7 @@ void ExpectBad(Result<ParsedArgs> r, const std::string& key, const std::string& 
 TEST_F(ConfigTest, BadValues) {
   WriteFile("");
   ExpectBad(Parse({"--replicas=-1"}), "replicas", "-1");
+  ExpectBad(Parse({"--replicas=0"}), "replicas", "0");  // R >= 1: a segment always has a replica
   ExpectBad(Parse({"--replicas=two"}), "replicas", "two");
   ExpectBad(Parse({"--replicas=500"}), "replicas", "500");
   ExpectBad(Parse({"--versions-kept=0"}), "versions-kept", "0");
