@@ -364,12 +364,16 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const argv[],
 
   po::variables_map vm;
   try {
-    po::store(
+    po::parsed_options parsed =
         po::command_line_parser(argc, argv)
             .options(all)
             .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
-            .run(),
-        vm);
+            .run();
+    // ckptd takes no positional arguments: "--eligible false" must not silently mean true.
+    for (const std::string& extra : po::collect_unrecognized(parsed.options, po::include_positional))
+      return Err(Code::kInvalid, "unexpected argument '" + extra +
+                                     "' (use --key=value for values; see ckptd --help)");
+    po::store(parsed, vm);
   } catch (const po::error& e) {
     return Err(Code::kInvalid, std::string(e.what()) + " (see ckptd --help)");
   }

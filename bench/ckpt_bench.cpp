@@ -210,9 +210,13 @@ int Latency(const Args& a) {
     if (i >= warmup) us.push_back(t * 1e6);
   }
   double t_loop = Now() - t_start;
+  // The backlog the async commits left behind: reported, not fatal (the latencies stand).
   double t0 = Now();
-  if (int rc = ckpt_flush(s, 120000); rc < 0) Die("flush", rc, c);
+  int flush_rc = ckpt_flush(s, static_cast<uint32_t>(a.num("flush-timeout", 120) * 1000));
   double flush = Now() - t0;
+  if (flush_rc < 0)
+    std::fprintf(stderr, "ckpt_bench: flush after the commits: %s: %s\n", ckpt_strerror(flush_rc),
+                 ckpt_last_error(c));
   std::vector<double> sorted = us;
   std::sort(sorted.begin(), sorted.end());
   double mean = 0;
@@ -221,10 +225,10 @@ int Latency(const Args& a) {
   std::printf("{\"bench\":\"latency\",\"mode\":\"%s\",\"dirty_bytes\":%" PRIu64
               ",\"segment_bytes\":%" PRIu64 ",\"replicas\":%u,\"count\":%d,\"warmup\":%d,"
               "\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"mean\":%.1f,"
-              "\"commits_per_s\":%.0f,\"final_flush_ms\":%.1f}\n",
+              "\"commits_per_s\":%.0f,\"final_flush_ms\":%.1f,\"final_flush_rc\":%d}\n",
               mode.c_str(), dirty, seg_size, r, count, warmup, Pct(sorted, 50), Pct(sorted, 90),
               Pct(sorted, 99), Pct(sorted, 99.9), sorted.empty() ? 0 : sorted.back(), mean,
-              (warmup + count) / t_loop, flush * 1e3);
+              (warmup + count) / t_loop, flush * 1e3, flush_rc);
   ckpt_close(s);
   if (!a.has("keep")) Delete(c, name);
   ckpt_disconnect(c);

@@ -794,11 +794,11 @@ std::vector<Command> Commands() {
        {{"name", 1}, {"file", 1}},
        CmdPut},
       {"get",
-       "NAME [--version E.S] [FILE|-]",
+       "NAME [--version G.S] [FILE|-]",
        "write a version (default: the newest) to FILE or stdout (exit 4: none exists)",
        [](po::options_description& d) {
-         d.add_options()("version", po::value<std::string>()->value_name("E.S"),
-                         "the version EPOCH.SEQ to read");
+         d.add_options()("version", po::value<std::string>()->value_name("G.S"),
+                         "a version this node keeps, GENERATION.SEQ as `versions` prints it");
        },
        {{"name", 1}, {"file", 1}},
        CmdGet},

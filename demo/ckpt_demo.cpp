@@ -131,6 +131,11 @@ void CopyText(char* dst, size_t n, const std::string& s) {
   std::memcpy(dst, s.data(), std::min(s.size(), n - 1));
 }
 
+// As ckptctl shows versions: "generation.seq" (the generation is the epoch's high 32 bits).
+std::string VersionStr(const ckpt::Version& v) {
+  return std::to_string(v.epoch >> 32) + "." + std::to_string(v.seq);
+}
+
 std::string Text(const char* s, size_t n) { return std::string(s, strnlen(s, n)); }
 
 std::string JsonEscape(const std::string& s) {
@@ -305,7 +310,7 @@ int Status(const Options& o) {
   bool ok = val == Validity::kValid;
   if (o.json) {
     printf("{\"segment\":\"%s\",\"checkpoint\":true,\"version\":\"%s\",\"valid\":%s,\"state\":\"%s\"",
-           JsonEscape(o.segment).c_str(), v.to_string().c_str(), ok ? "true" : "false",
+           JsonEscape(o.segment).c_str(), VersionStr(v).c_str(), ok ? "true" : "false",
            ValidityText(val));
     if (ok) {
       printf(",\"counter\":%llu,\"last_commit_unix_ms\":%lld,\"last_node\":\"%s\",\"starts\":%llu",
@@ -329,12 +334,12 @@ int Status(const Options& o) {
     return ok ? 0 : 1;
   }
   if (!ok) {
-    printf("segment %s version %s: the state is %s\n", o.segment.c_str(), v.to_string().c_str(),
+    printf("segment %s version %s: the state is %s\n", o.segment.c_str(), VersionStr(v).c_str(),
            ValidityText(val));
     return 1;
   }
   printf("segment %s version %s: counter=%llu, last committed at %s by %s\n", o.segment.c_str(),
-         v.to_string().c_str(), static_cast<unsigned long long>(s.counter),
+         VersionStr(v).c_str(), static_cast<unsigned long long>(s.counter),
          FormatTime(s.last_commit_unix_ms, true).c_str(), Text(s.last_node, kNode).c_str());
   printf("starts (%llu in all):\n", static_cast<unsigned long long>(s.starts));
   uint64_t first = s.starts > kStarts ? s.starts - kStarts : 0;
@@ -380,11 +385,11 @@ int Run(const Options& o) {
       Log("restored counter=%llu (last committed at %s, by node %s; version %s)",
           static_cast<unsigned long long>(st->counter),
           FormatTime(st->last_commit_unix_ms, true).c_str(), Text(st->last_node, kNode).c_str(),
-          opened.to_string().c_str());
+          VersionStr(opened).c_str());
       break;
     case Validity::kEmpty:
       Log("no checkpoint: starting fresh (segment %s, version %s)", o.segment.c_str(),
-          opened.to_string().c_str());
+          VersionStr(opened).c_str());
       *st = State{};
       st->magic = kMagic;
       st->format = kFormat;
@@ -393,7 +398,7 @@ int Run(const Options& o) {
       // Never overwrite state we do not understand: refuse, and let the operator decide.
       Log("error: segment %s version %s holds invalid state: %s; refusing to start (delete the "
           "segment with 'ckptctl delete %s' to start over)",
-          o.segment.c_str(), opened.to_string().c_str(), ValidityText(val), o.segment.c_str());
+          o.segment.c_str(), VersionStr(opened).c_str(), ValidityText(val), o.segment.c_str());
       return 1;
   }
 
@@ -420,7 +425,7 @@ int Run(const Options& o) {
     try {
       ckpt::Version v = commit(true);
       Log("synced counter=%llu version=%s (%s; acknowledged by the replicas)",
-          static_cast<unsigned long long>(st->counter), v.to_string().c_str(), why);
+          static_cast<unsigned long long>(st->counter), VersionStr(v).c_str(), why);
       return true;
     } catch (const ckpt::Error& e) {
       if (e.code() == CKPT_ERR_TIMEOUT || e.code() == CKPT_ERR_REPLICAS) {
@@ -482,7 +487,7 @@ int Run(const Options& o) {
     } else {
       ckpt::Version v = commit(false);
       Log("tick counter=%llu version=%s", static_cast<unsigned long long>(st->counter),
-          v.to_string().c_str());
+          VersionStr(v).c_str());
     }
   }
   if (!o.pid_file.empty()) unlink(o.pid_file.c_str());

@@ -12,8 +12,13 @@
 // JOIN / MERGE.  At a confchg with joined members, every member publishes NODE_INFO (its name and
 // whether it may hold replicas), every member clears the holder records of the joined nodes, and
 // catalog state is re-published by CATALOG messages: by each joined node (what it loaded from disk
-// or knew before a partition) and by the lowest nodeid of each previous sub-membership still
-// present.  Merging a CATALOG entry is a join-semilattice: the higher epoch wins the metadata,
+// or knew before a partition), by the lowest nodeid of each previous sub-membership still
+// present, and by every owner for the entries it owns (sent before any DATA of the new view, so a
+// joined node with a stale catalog learns the owner and epoch before that owner's transfers reach
+// it; otherwise it would reject them as stale while the owner counts them as sent).  Ownership
+// loaded from the store is provisional: until the node's own CLAIM or a peer's CATALOG at the same
+// epoch confirms it, a pull or open there goes through a CLAIM instead of restoring locally.
+// Merging a CATALOG entry is a join-semilattice: the higher epoch wins the metadata,
 // latest and per-holder versions take the maximum.  So the order in which sync messages and
 // ordinary traffic interleave after the confchg does not matter, and two partitions that heal
 // converge on the side with the higher epoch.
@@ -151,6 +156,10 @@ struct Segment {
   bool xfer_active = false;
   uint64_t writer_handle = 0;        // 0 = no open writer
   bool global_dirty = false;
+  // cat.owner == self was established in this incarnation: by our own CLAIM, or confirmed by a
+  // peer's CATALOG entry at the same epoch.  Ownership loaded from the store is not (the cluster
+  // may have moved on while this node was down), so it needs a CLAIM before a client may use it.
+  bool owner_confirmed = false;
 };
 
 struct Handle {
@@ -467,6 +476,7 @@ struct Engine::Impl {
       }
     } else if (in.epoch == s.cat.epoch) {
       s.cat.latest = std::max(s.cat.latest, in.latest);
+      if (in.owner == self() && s.cat.owner == self() && from != self()) s.owner_confirmed = true;
     }
     if (s.cat.deleted) return;
     for (auto& h : in.holders)
@@ -814,7 +824,7 @@ struct Engine::Impl {
       if (!permitted(c, s->cat, true))
         return reply_status(c.conn_id, ipc::kOpen,
                             Err(Code::kPermission, "no write permission on '" + req.name + "'"));
-      if (is_owner(*s)) {
+      if (is_owner(*s) && s->owner_confirmed) {
         if (s->local_installed) return grant_open(c, *s);
         uint32_t rid = next_request++;
         Pending& p = pending[rid];
@@ -1084,7 +1094,7 @@ struct Engine::Impl {
     Segment* s = find_live(name);
     if (s && !permitted(c, s->cat, true))
       return finish_pending(rid, Err(Code::kPermission, "no write permission on '" + name + "'"));
-    if (s && is_owner(*s) && has_checkpoint(*s)) {
+    if (s && is_owner(*s) && s->owner_confirmed && has_checkpoint(*s)) {
       // Already the owner: restore the committed version into local storage (no network).
       if (s->writer_handle)
         return finish_pending(rid, Err(Code::kBusy, "segment '" + name +
@@ -1506,6 +1516,7 @@ struct Engine::Impl {
     }
     s->cat.epoch = epoch;
     s->cat.owner = from;
+    s->owner_confirmed = mine;
     s->cat.deleted = 0;
     attr_dirty.insert(m.name);
     if (m.reset) {

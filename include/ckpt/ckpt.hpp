@@ -48,7 +48,10 @@ struct Version {
   explicit Version(const ckpt_version_t& v) : epoch(v.epoch), seq(v.seq) {}
   ckpt_version_t c() const { return ckpt_version_t{epoch, seq}; }
   bool empty() const { return epoch == 0 && seq == 0; }
-  std::string to_string() const { return std::to_string(epoch) + "." + std::to_string(seq); }
+  // "generation.seq" as ckptctl prints it (an epoch is generation << 32 | claiming nodeid).
+  std::string to_string() const {
+    return std::to_string(epoch >> 32) + "." + std::to_string(seq);
+  }
 
   friend bool operator==(const Version& a, const Version& b) {
     return a.epoch == b.epoch && a.seq == b.seq;

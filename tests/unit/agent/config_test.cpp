@@ -139,6 +139,7 @@ TEST_F(ConfigTest, BadValues) {
   WriteFile("");
   ExpectBad(Parse({"--replicas=-1"}), "replicas", "-1");
   ExpectBad(Parse({"--replicas=0"}), "replicas", "0");  // R >= 1: a segment always has a replica
+  ExpectBad(Parse({"--eligible", "false"}), "unexpected argument", "false");  // not =false
   ExpectBad(Parse({"--replicas=two"}), "replicas", "two");
   ExpectBad(Parse({"--replicas=500"}), "replicas", "500");
   ExpectBad(Parse({"--versions-kept=0"}), "versions-kept", "0");

@@ -84,7 +84,8 @@ TEST(CppWrapper, VersionOrderingAndText) {
   EXPECT_EQ(b, c);
   EXPECT_NE(a, c);
   EXPECT_GE(b, a);
-  EXPECT_EQ(b.to_string(), "2.3");
+  EXPECT_EQ(b.to_string(), "0.3");  // generation.seq: epoch 2 is generation 0
+  EXPECT_EQ(ckpt::Version((uint64_t{2} << 32) | 7, 3).to_string(), "2.3");
   EXPECT_TRUE(ckpt::Version().empty());
   EXPECT_EQ(b.c().seq, 3u);
 }
