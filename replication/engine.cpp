@@ -69,6 +69,7 @@ constexpr size_t kMaxHistoryEntries = 256;
 constexpr uint64_t kFetchTimeoutMs = 30000;
 constexpr uint64_t kReadCacheTtlMs = 30000;
 constexpr uint32_t kListPageMax = 512;
+constexpr size_t kMaxDeferredCalls = 4096;  // client calls held during a sync
 constexpr uint64_t kPieceOverheadBytes = 12;  // u64 offset + u32 length per DATA piece
 
 // Epochs are unique per claimer: generation in the high 32 bits, the claiming node's id in the low
@@ -156,9 +157,11 @@ struct Segment {
   bool xfer_active = false;
   uint64_t writer_handle = 0;        // 0 = no open writer
   bool global_dirty = false;
-  // cat.owner == self was established in this incarnation: by our own CLAIM, or confirmed by a
-  // peer's CATALOG entry at the same epoch.  Ownership loaded from the store is not (the cluster
-  // may have moved on while this node was down), so it needs a CLAIM before a client may use it.
+  // cat.owner == self was established by our own CLAIM in this incarnation.  Ownership loaded
+  // from the store is not: the cluster may have moved on while this node was down, and commits
+  // this node made just before it died may never have left it, so continuing the old epoch could
+  // give different bytes a version number already handed out.  A restarted owner re-claims (a new
+  // epoch; its own copy is restored locally when it is the newest).
   bool owner_confirmed = false;
 };
 
@@ -228,6 +231,16 @@ struct Engine::Impl {
   };
   std::map<std::string, CachedRead> read_cache;
   std::map<std::string, std::string> published_attrs;
+  // Sync barrier (see syncing()).
+  std::set<uint32_t> sync_waiting;  // members whose final CATALOG for this round is pending
+  std::vector<uint32_t> sync_round;  // membership of the confchg that started the round
+  std::vector<std::pair<uint32_t, std::variant<ClaimMsg, ReleaseMsg, DeleteMsg>>> deferred_msgs;
+  struct DeferredCall {
+    Caller caller;
+    int32_t op = 0;
+    std::vector<uint8_t> body;
+  };
+  std::vector<DeferredCall> deferred_calls;
   std::set<std::string> attr_dirty;
   Ready ready;  // accumulating outputs
 
@@ -476,7 +489,6 @@ struct Engine::Impl {
       }
     } else if (in.epoch == s.cat.epoch) {
       s.cat.latest = std::max(s.cat.latest, in.latest);
-      if (in.owner == self() && s.cat.owner == self() && from != self()) s.owner_confirmed = true;
     }
     if (s.cat.deleted) return;
     for (auto& h : in.holders)
@@ -495,12 +507,17 @@ struct Engine::Impl {
     return e;
   }
 
-  // owned_only: just the entries this node owns (see view()).
-  void send_catalog(bool owned_only = false) {
+  std::vector<uint32_t> member_ids() const {
+    std::vector<uint32_t> ids;
+    for (auto& [id, pids] : members) ids.push_back(id);
+    return ids;
+  }
+
+  // The whole catalog in messages of <= kMaxCatalogMessageBytes; the last one is final.
+  void send_catalog() {
     CatalogMsg msg;
     size_t bytes = 0;
     for (auto& [name, s] : segs) {
-      if (owned_only && (s.cat.deleted || s.cat.owner != self())) continue;
       msg.entries.push_back(entry_for_sync(s));
       bytes += 128 + name.size() + 24 * msg.entries.back().holders.size();
       if (bytes >= kMaxCatalogMessageBytes) {
@@ -509,7 +526,34 @@ struct Engine::Impl {
         bytes = 0;
       }
     }
-    if (!msg.entries.empty()) send(msg);
+    msg.final = 1;
+    msg.view_members = member_ids();
+    send(msg);
+  }
+
+  // ---- sync barrier -------------------------------------------------------------------------
+  // Between a confchg with joiners and the delivery of every member's final CATALOG, catalogs may
+  // differ (a joiner knows only its disk, two merged partitions know only their side).  Ownership
+  // compare-and-swaps (CLAIM, RELEASE, DELETE) are deferred until then and replayed in delivery
+  // order, so every member evaluates them on the same merged catalog; client operations that
+  // read the catalog to decide (open, pull, release, delete, read) wait too.
+  bool syncing() const { return !sync_waiting.empty(); }
+
+  template <class T> bool defer_if_syncing(uint32_t from, const T& m) {
+    if (!syncing()) return false;
+    deferred_msgs.push_back({from, m});
+    return true;
+  }
+
+  void finish_sync() {
+    auto msgs = std::move(deferred_msgs);
+    deferred_msgs.clear();
+    for (auto& [from, m] : msgs) std::visit([&](auto& x) { on_msg(from, x); }, m);
+    auto calls = std::move(deferred_calls);
+    deferred_calls.clear();
+    for (auto& d : calls) client(d.caller, d.op, d.body);
+    schedule_all();
+    check_waiters();
   }
 
   // ---- replication (owner side) -------------------------------------------------------------
@@ -771,6 +815,15 @@ struct Engine::Impl {
   }
 
   void client(const Caller& c, int32_t op, std::span<const uint8_t> body) {
+    bool reads_catalog_to_decide = op == ipc::kOpen || op == ipc::kPull || op == ipc::kRelease ||
+                                   op == ipc::kDelete || op == ipc::kRead;
+    if (syncing() && reads_catalog_to_decide) {
+      if (deferred_calls.size() >= kMaxDeferredCalls)
+        return reply_status(c.conn_id, op,
+                            Err(Code::kUnavailable, "ckptd is synchronizing with the cluster"));
+      deferred_calls.push_back({c, op, std::vector<uint8_t>(body.begin(), body.end())});
+      return;
+    }
     switch (op) {
       case ipc::kHello: {
         ipc::HelloReq req;
@@ -798,6 +851,7 @@ struct Engine::Impl {
 
   // Grants a writer handle on an owned segment whose local storage is installed.
   void grant_open(const Caller& c, Segment& s) {
+    if (c.conn_id == 0) return;  // the client went away while its open was in flight
     if (s.writer_handle) {
       reply_status(c.conn_id, ipc::kOpen,
                    Err(Code::kBusy, "segment '" + s.cat.name + "' is already open for writing"));
@@ -1476,13 +1530,16 @@ struct Engine::Impl {
   }
 
   void on_msg(uint32_t from, const CatalogMsg& m) {
-    if (from == self()) return;
-    for (auto& e : m.entries) merge(e, from);
+    if (from != self())
+      for (auto& e : m.entries) merge(e, from);
+    if (m.final && m.view_members == sync_round && sync_waiting.erase(from) && !syncing())
+      return finish_sync();
     schedule_all();
     check_waiters();
   }
 
   void on_msg(uint32_t from, const ClaimMsg& m) {
+    if (defer_if_syncing(from, m)) return;
     if (!ValidateSegmentName(m.name).ok() || m.replicas == 0 || m.size == 0) {
       counters.messages_dropped++;
       return;
@@ -1593,6 +1650,7 @@ struct Engine::Impl {
   }
 
   void on_msg(uint32_t from, const ReleaseMsg& m) {
+    if (defer_if_syncing(from, m)) return;
     Segment* s = find_live(m.name);
     if (s && s->cat.epoch == m.epoch && s->cat.owner == from) {
       if (from == self()) lose_ownership(*s, Err(Code::kFenced, "released"));
@@ -1609,6 +1667,7 @@ struct Engine::Impl {
   }
 
   void on_msg(uint32_t from, const DeleteMsg& m) {
+    if (defer_if_syncing(from, m)) return;
     Segment* s = find(m.name);
     bool applied = false;
     if (s && !s->cat.deleted && s->cat.epoch == m.expected_epoch) {
@@ -1952,21 +2011,19 @@ struct Engine::Impl {
           s.sent.erase(id);
         }
     if (!joined_nodes.empty()) {
+      // Every member re-publishes its catalog, before any DATA it sends in the new view: CPG keeps
+      // one sender's messages in order, so a joined node whose catalog is stale (it restarted
+      // with metadata naming an older epoch, or itself, as owner) learns the current owner and
+      // epoch before the owner's replicate transfer reaches it, instead of rejecting that
+      // transfer as stale (the owner would consider it sent and never resend).
       send(NodeInfoMsg{cfg.node_name, uint8_t(cfg.eligible)});
-      std::set<uint32_t> survivors;
-      for (uint32_t id : prev)
-        if (live(id)) survivors.insert(id);
-      bool designated = joined_nodes.count(self()) ||
-                        (!survivors.empty() && *survivors.begin() == self());
-      // The owner of a segment always re-publishes its entry, before any DATA it sends in the
-      // new view: CPG keeps one sender's messages in order, so a joined node whose catalog is
-      // stale (it restarted with metadata naming an older epoch, or itself, as owner) learns the
-      // current owner and epoch before the owner's replicate transfer reaches it, instead of
-      // rejecting that transfer as stale (the owner would consider it sent and never resend).
-      if (designated)
-        send_catalog();
-      else
-        send_catalog(/*owned_only=*/true);
+      send_catalog();
+      sync_round = member_ids();  // finals answering an earlier round do not count
+      sync_waiting = {sync_round.begin(), sync_round.end()};
+    } else {
+      std::erase_if(sync_waiting, [&](uint32_t id) { return !live(id); });
+      if (joined && sync_waiting.empty() && (!deferred_msgs.empty() || !deferred_calls.empty()))
+        finish_sync();
     }
     // Fetches from departed holders: try the next one.
     std::vector<uint32_t> retry;
@@ -1981,6 +2038,10 @@ struct Engine::Impl {
   void disconnected() {
     members.clear();
     joined = false;
+    sync_waiting.clear();
+    deferred_msgs.clear();
+    for (auto& d : deferred_calls) reply_status(d.caller.conn_id, d.op, unavailable());
+    deferred_calls.clear();
     inbound.clear();
     outgoing.clear();
     for (auto& [name, s] : segs) {
@@ -1999,6 +2060,10 @@ struct Engine::Impl {
       if (st.conn_id == conn) hs.push_back(h);
     for (uint64_t h : hs) close_handle(h);
     std::erase_if(waiters, [&](const Waiter& w) { return w.conn_id == conn; });
+    std::erase_if(deferred_calls, [&](const DeferredCall& d) { return d.caller.conn_id == conn; });
+    // Operations in flight complete (a claim must), but grant nothing to a vanished client.
+    for (auto& [rid, p] : pending)
+      if (p.caller.conn_id == conn) p.caller.conn_id = 0;
     // Pending operations continue (a claim in flight must complete) but reply to nobody.
   }
 

@@ -67,10 +67,15 @@ struct CatalogEntry {
   }
 };
 
+// After a confchg with joiners every member sends its whole catalog; its last CATALOG message has
+// final=1 and names the membership (sorted nodeids) it answers.  CLAIM/RELEASE/DELETE delivered
+// before every member's final message are applied only after it (the sync barrier).
 struct CatalogMsg {
   static constexpr MsgType kType = MsgType::kCatalog;
   std::vector<CatalogEntry> entries;
-  template <class F> void fields(F& f) { f(entries); }
+  uint8_t final = 0;
+  std::vector<uint32_t> view_members;
+  template <class F> void fields(F& f) { f(entries); f(final); f(view_members); }
 };
 
 // Ownership compare-and-swap, applied in total order: succeeds iff the catalog's epoch for the

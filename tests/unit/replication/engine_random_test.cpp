@@ -1,5 +1,6 @@
 // Seeded randomized scenarios: random commits, crashes, restarts, pulls, partitions and heals with
 // random (legal) interleavings; invariants are checked after the cluster quiesces.
+#include <cstdlib>
 #include <gtest/gtest.h>
 
 #include <random>
@@ -269,8 +270,11 @@ struct Scenario {
   }
 };
 
+// CKPT_SIM_SEEDS=N runs seeds 1..N (default 20; CI keeps the default, soak runs use more).
 void RunSeeds(bool partitions) {
-  for (uint64_t seed = 1; seed <= 20; seed++) {
+  uint64_t last = 20;
+  if (const char* env = std::getenv("CKPT_SIM_SEEDS")) last = std::strtoull(env, nullptr, 10);
+  for (uint64_t seed = 1; seed <= last; seed++) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     Scenario sc(seed, partitions);
     for (int i = 0; i < 200; i++) {

@@ -469,11 +469,14 @@ TEST(EngineTest, JoiningNodeLearnsCatalogOfThousandSegmentsAndRestartRecovers) {
     uint32_t owner = m->owner_nodeid;
     ASSERT_NE(owner, 0u);
     EXPECT_TRUE(ImageOf(s, owner, name) == bytes) << name;
-    // Pull on the owner: a local restore of the committed version.
+    // Pull on the restarted owner: it re-claims (a restarted owner never continues its old
+    // epoch) and restores its own copy locally, relabelled into the new epoch.
     Client p(s, owner, 5000);
     Version v;
     ASSERT_TRUE(p.Pull(name, &v).ok()) << name;
-    EXPECT_EQ(v, (Version{m->epoch, 1}));
+    EXPECT_EQ(v.seq, 1u);
+    EXPECT_GT(v.epoch, m->epoch);
+    EXPECT_EQ(v.epoch, s.engine(owner).Meta(name)->epoch);
     ExpectReplicated(s, name, bytes, v, 1);
     if (::testing::Test::HasFailure()) return;
     break;  // one pull is enough to show it; data checks for all follow
