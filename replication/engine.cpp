@@ -146,6 +146,11 @@ struct Segment {
   CatalogEntry cat;                  // replicated catalog state
   std::deque<LocalCopy> local;       // versions held here, oldest first
   bool meta_persisted = false;
+  SegmentMeta persisted_meta;        // what the store's meta record says (valid if meta_persisted)
+  // Owner, versions_kept == 1: ranges committed since the store last got a version (written by
+  // flush_owner_persistence, today right after each commit).
+  std::vector<ByteRange> unpersisted;
+  Version stored_base;               // the stored version `unpersisted` applies on top of
   bool local_installed = false;      // shm file written since this ckptd started
   // Owner state (cat.owner == self).
   // Recent commits as a chain: history[0] applies on top of history_base, history[i] on top of
@@ -374,7 +379,11 @@ struct Engine::Impl {
 
   void store_op(StoreOp op) { ready.store_ops.push_back(std::move(op)); }
 
+  // Writes the segment's meta record when it changed since the last write (or a token asks).
   void persist_meta(Segment& s, uint64_t token = 0) {
+    SegmentMeta meta = MetaOf(s.cat);
+    if (token == 0 && s.meta_persisted && s.persisted_meta == meta) return;
+    s.persisted_meta = meta;
     StoreOp op;
     op.kind = StoreOp::kPutMeta;
     op.meta = MetaOf(s.cat);
@@ -405,6 +414,29 @@ struct Engine::Impl {
     c.persisted = true;  // optimistic; a failed store op clears it (see OnStoreDone)
   }
 
+  // Writes the coalesced owner commits (see Segment::unpersisted).
+  void flush_owner_persistence(Segment& s) {
+    if (s.local.empty() || s.local.back().persisted || s.unpersisted.empty()) return;
+    LocalCopy& c = s.local.back();
+    StoreOp op;
+    op.meta.name = s.cat.name;
+    op.version = c.version;
+    op.image = c.image;
+    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
+    op.kind = s.stored_base.empty() ? StoreOp::kPutFull : StoreOp::kPutDelta;
+    op.base = s.stored_base;
+    if (!s.stored_base.empty()) op.ranges = MergeRanges(s.unpersisted);
+    store_op(std::move(op));
+    StoreOp prune;
+    prune.kind = StoreOp::kPrune;
+    prune.meta.name = s.cat.name;
+    prune.version = c.version;
+    store_op(std::move(prune));
+    c.persisted = true;
+    s.unpersisted.clear();
+    s.stored_base = {};
+  }
+
   void trim_local(Segment& s) {
     size_t keep = std::max<uint32_t>(1, s.cat.versions_kept);
     if (s.local.size() <= keep) return;
@@ -424,6 +456,8 @@ struct Engine::Impl {
       op.fsync = remove_global;
       store_op(std::move(op));
     }
+    s.unpersisted.clear();
+    s.stored_base = {};
     s.local.clear();
     s.meta_persisted = false;
     s.history.clear();
@@ -434,6 +468,7 @@ struct Engine::Impl {
 
   // This node stops being the owner of s (claim by another node, merge, delete, release).
   void lose_ownership(Segment& s, const Status& why) {
+    flush_owner_persistence(s);
     s.history.clear();
     s.sent.clear();
     s.force_full.clear();
@@ -613,6 +648,8 @@ struct Engine::Impl {
     op.token = persist_token;
     op.kind = c.persisted ? StoreOp::kPutDelta : StoreOp::kPutFull;
     if (c.persisted) op.base = old;
+    s.unpersisted.clear();
+    s.stored_base = {};
     store_op(std::move(op));
     c.persisted = true;
     push_history(s, old, nv, {});
@@ -1025,8 +1062,7 @@ struct Engine::Impl {
     }
     h.staged.clear();
     ranges = MergeRanges(std::move(ranges));
-    // What the store holds of the version being replaced (its own truth: last_persisted_ goes
-    // stale when this node stored replica versions or restored locally since it last committed).
+    // What the store holds of the version being replaced (its own truth, per local copy).
     const Version replaced = base.version;
     const bool replaced_stored = base.persisted;
     if (in_place) {
@@ -1037,31 +1073,20 @@ struct Engine::Impl {
     // Persist the owner's copy (delta on the previous stored version when possible).
     size_t idx = s->local.size() - 1;
     if (in_place) {
-      // The previous version was replaced in memory: store v as a delta on what the store has.
-      StoreOp op;
-      op.meta.name = s->cat.name;
-      op.version = v;
-      op.image = s->local.back().image;
-      op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
-      op.kind = StoreOp::kPutDelta;
-      op.base = replaced_stored ? replaced : Version{};
-      op.ranges = ranges;
-      if (op.base.empty()) {
-        op.kind = StoreOp::kPutFull;
-        op.ranges.clear();
+      // The previous version was replaced in memory: store v as a delta on what the store has
+      // (accumulated ranges when earlier commits were not stored yet).  Persisted at once, not
+      // coalesced per tick: a restarted owner must not come back older than what it replicated.
+      if (replaced_stored) {
+        s->stored_base = replaced;
+        s->unpersisted.clear();
       }
-      store_op(std::move(op));
-      s->local.back().persisted = true;
-      StoreOp prune;
-      prune.kind = StoreOp::kPrune;
-      prune.meta.name = s->cat.name;
-      prune.version = v;
-      store_op(std::move(prune));
+      s->unpersisted.insert(s->unpersisted.end(), ranges.begin(), ranges.end());
+      s->local.back().persisted = false;
+      flush_owner_persistence(*s);
     } else {
       persist_version(*s, idx, &ranges, 0);
       trim_local(*s);
     }
-    last_persisted_[s->cat.name] = v;
     push_history(*s, replaced, v, ranges);
     s->cat.latest = v;
     set_holder(*s, self(), v);
@@ -1069,7 +1094,6 @@ struct Engine::Impl {
     schedule(*s);
     if (sync_reply) add_waiter(c, ipc::kCommit, *s, v, req.timeout_ms, false);
   }
-  std::map<std::string, Version> last_persisted_;
 
   void op_flush(const Caller& c, std::span<const uint8_t> body) {
     ipc::HandleReq req;
@@ -1597,7 +1621,6 @@ struct Engine::Impl {
     if (m.reset) {
       drop_local(*s, false);
       s->local.push_back({Version{epoch, 0}, BlockImage::Zero(s->cat.size), false});
-      last_persisted_.erase(m.name);
       persist_meta(*s);
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(m.request_id));
@@ -1886,7 +1909,6 @@ struct Engine::Impl {
       s->local.push_back({h.version, std::move(in.image), false});
       persist_meta(*s);
       adopt_restored(*s, token_for(h.request_id));
-      last_persisted_[h.name] = s->local.back().version;
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(h.request_id));
       schedule(*s);
@@ -2069,6 +2091,7 @@ struct Engine::Impl {
 
   void tick(uint64_t now) {
     now_ms = now;
+    for (auto& [name, seg] : segs) flush_owner_persistence(seg);
     for (auto it = waiters.begin(); it != waiters.end();) {
       if (now >= it->deadline_ms) {
         reply_status(it->conn_id, it->op,
@@ -2157,7 +2180,6 @@ struct Engine::Impl {
       }
       if (!s.local.empty()) {
         set_holder(s, self(), s.local.back().version);
-        last_persisted_[s.cat.name] = s.local.back().version;
       }
     }
   }

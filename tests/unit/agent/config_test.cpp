@@ -139,7 +139,12 @@ TEST_F(ConfigTest, BadValues) {
   WriteFile("");
   ExpectBad(Parse({"--replicas=-1"}), "replicas", "-1");
   ExpectBad(Parse({"--replicas=0"}), "replicas", "0");  // R >= 1: a segment always has a replica
-  ExpectBad(Parse({"--eligible", "false"}), "unexpected argument", "false");  // not =false
+  ExpectBad(Parse({"-f", "stray"}), "unexpected argument", "stray");  // no positionals
+  {
+    auto r = Parse({"--eligible", "false"});  // a separate value token is the value
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_FALSE(r->config.eligible);
+  }
   ExpectBad(Parse({"--replicas=two"}), "replicas", "two");
   ExpectBad(Parse({"--replicas=500"}), "replicas", "500");
   ExpectBad(Parse({"--versions-kept=0"}), "versions-kept", "0");
