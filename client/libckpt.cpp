@@ -17,7 +17,7 @@
 //    CKPT_COMMIT_SYNC = waits for the replicas like ckpt_flush (so "sync" always means "the
 //    returned version is replicated").
 //  - After an asynchronous failure reported for a segment (or a failed sync commit other than
-//    CKPT_ERR_TIMEOUT), the handle no longer knows which seq ckptd expects nor which bytes reached
+//    CKPT_ERR_TIMEOUT / CKPT_ERR_REPLICAS, which are committed locally), the handle no longer knows which seq ckptd expects nor which bytes reached
 //    it: the next commit asks ckptd (STAT) for the latest seq and sends the whole segment.
 //  - The environment variable CKPT_IPC_SERVICE (ignored in setuid programs) overrides the libqb
 //    service name "ckptd": for tests and for several ckptd instances on one development host.
@@ -625,7 +625,8 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
     ipc::CommitResp resp;
     st = ipc::DecodeResponse(body, &resp);
     if (st.c_code() < 0) {
-      if (st.code() == Code::kTimeout) {  // ckpt.h: committed locally, fewer than R acks in time
+      // TIMEOUT and REPLICAS: ckptd applied the commit; only the acknowledgements are missing.
+      if (st.code() == Code::kTimeout || st.code() == Code::kNotEnoughReplicas) {
         s->version.seq = seq;
         s->dirty.Clear();
         if (version) *version = ToC(s->version);

@@ -137,7 +137,9 @@ enum ckpt_commit_flags {
  * version (may be NULL) receives the committed version.
  * Errors: CKPT_ERR_INVALID, CKPT_ERR_FENCED, CKPT_ERR_NOT_OWNER, CKPT_ERR_TIMEOUT (sync: the
  * version is committed locally but fewer than R replicas acknowledged in time), CKPT_ERR_REPLICAS
- * (sync: fewer than R eligible nodes), CKPT_ERR_UNAVAILABLE, CKPT_ERR_PROTOCOL, CKPT_ERR_NO_MEMORY. */
+ * (sync: fewer than R eligible nodes; the version is committed locally all the same),
+ * CKPT_ERR_NOT_FOUND (the segment was deleted), CKPT_ERR_UNAVAILABLE, CKPT_ERR_PROTOCOL,
+ * CKPT_ERR_NO_MEMORY.  CKPT_ERR_TIMEOUT also when ckptd's request queue stays full for 30 s. */
 int ckpt_commit(ckpt_segment_t *segment, uint32_t flags, uint32_t timeout_ms,
                 ckpt_version_t *version);
 
@@ -153,7 +155,10 @@ void ckpt_close(ckpt_segment_t *segment);
 /* Brings the newest version held by any live holder (or, failing that, the global directory) into
  * this node's local storage, verifies its checksum and makes this node the owner (new epoch).
  * Returns CKPT_OK (version receives what was installed), or CKPT_NO_CHECKPOINT when no holder has
- * any version (the application starts fresh; nothing is created).  Already owner: CKPT_OK at once.
+ * any version (the application starts fresh; nothing is created).  The restored bytes are
+ * relabelled into this node's new epoch (same seq).  Already the owner (in this ckptd's lifetime):
+ * reinstalls the last committed version into local storage (uncommitted writes are dropped) and
+ * returns CKPT_OK; CKPT_ERR_BUSY if a writer has it open.
  * Errors: CKPT_ERR_NAME, CKPT_ERR_PERMISSION, CKPT_ERR_CONFLICT (another node's concurrent pull
  * won), CKPT_ERR_TIMEOUT (timeout_ms, 0 = 60000), CKPT_ERR_CORRUPT (every copy failed its
  * checksum), CKPT_ERR_BUSY, CKPT_ERR_NO_SPACE, CKPT_ERR_IO, CKPT_ERR_UNAVAILABLE. */
@@ -173,8 +178,9 @@ int ckpt_release(ckpt_client_t *client, const char *name, uint32_t timeout_ms);
 int ckpt_read(ckpt_client_t *client, const char *name, const ckpt_version_t *version,
               uint64_t offset, void *buf, uint64_t len, ckpt_version_t *version_out);
 
-/* Deletes the segment everywhere (all holders drop it).  Errors: CKPT_ERR_NAME,
- * CKPT_ERR_NOT_FOUND, CKPT_ERR_PERMISSION, CKPT_ERR_BUSY, CKPT_ERR_UNAVAILABLE. */
+/* Deletes the segment everywhere (all holders drop it).  Only the segment's uid or root may.
+ * Errors: CKPT_ERR_INVALID, CKPT_ERR_NAME, CKPT_ERR_NOT_FOUND, CKPT_ERR_PERMISSION, CKPT_ERR_BUSY,
+ * CKPT_ERR_CONFLICT (ownership changed meanwhile), CKPT_ERR_TIMEOUT, CKPT_ERR_UNAVAILABLE. */
 int ckpt_delete(ckpt_client_t *client, const char *name);
 
 /* ---- inspection ------------------------------------------------------------------------------ */

@@ -52,7 +52,7 @@ class LabCluster {
   }
   CmdResult StartCkptd(int n, const std::string& extra = "") const {
     return Lab("ckptd start n" + std::to_string(n) + " --bin " + bin_ +
-               " --attributes=false --log-file /var/log/ckptd.log " + extra);
+               " --attributes=false --log-file /var/log/ckpt/ckptd.log " + extra);
   }
   const std::string& bin() const { return bin_; }
   const std::string& name() const { return name_; }
