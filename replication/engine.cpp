@@ -10,18 +10,21 @@
 // point of the order, so catalogs stay identical without a coordinator.
 //
 // JOIN / MERGE.  At a confchg with joined members, every member publishes NODE_INFO (its name and
-// whether it may hold replicas), every member clears the holder records of the joined nodes, and
-// catalog state is re-published by CATALOG messages: by each joined node (what it loaded from disk
-// or knew before a partition), by the lowest nodeid of each previous sub-membership still
-// present, and by every owner for the entries it owns (sent before any DATA of the new view, so a
-// joined node with a stale catalog learns the owner and epoch before that owner's transfers reach
-// it; otherwise it would reject them as stale while the owner counts them as sent).  Ownership
-// loaded from the store is provisional: until the node's own CLAIM or a peer's CATALOG at the same
-// epoch confirms it, a pull or open there goes through a CLAIM instead of restoring locally.
-// Merging a CATALOG entry is a join-semilattice: the higher epoch wins the metadata,
-// latest and per-holder versions take the maximum.  So the order in which sync messages and
-// ordinary traffic interleave after the confchg does not matter, and two partitions that heal
-// converge on the side with the higher epoch.
+// whether it may hold replicas), clears the holder records of the joined nodes, and republishes
+// its whole catalog (sent before any DATA of the new view, so a joined node with a stale catalog
+// learns the owner and epoch before that owner's transfers reach it; otherwise it would reject
+// them as stale while the owner counts them as sent).  Merging a CATALOG entry is a
+// join-semilattice: the higher epoch wins the metadata, latest and per-holder versions take the
+// maximum, so sync messages may interleave freely with ordinary traffic, and two partitions that
+// heal converge on the side with the higher epoch.
+//
+// SYNC BARRIER.  Compare-and-swaps (CLAIM, RELEASE, DELETE) are not order-independent: from the
+// confchg until every member's final CATALOG of that round is delivered they are held, then
+// applied in delivery order, as are client calls that decide from the catalog.  Every member ends
+// the barrier at the same point of the total order with the same catalog.
+//
+// RESTARTS.  Ownership loaded from the store is provisional: a restarted ckptd never continues its
+// old epoch (commits it made just before dying may never have left it); its owner re-claims.
 //
 // OWNERSHIP.  Ownership changes only by CLAIM, a compare-and-swap applied in total order: it wins
 // iff the catalog's epoch equals the claim's expected epoch, and then the epoch grows.  Two
