@@ -854,6 +854,23 @@ struct Engine::Impl {
     return Err(Code::kUnavailable, "ckptd is not connected to the cluster (corosync CPG)");
   }
 
+  // The live segment `name`, or nullptr after replying CKPT_ERR_NOT_FOUND.
+  Segment* FindOrReply(const Caller& c, int32_t op, const std::string& name) {
+    Segment* s = find_live(name);
+    if (!s) reply_status(c.conn_id, op, Err(Code::kNotFound, "no segment named '" + name + "'"));
+    return s;
+  }
+
+  // Decodes a request that names a segment and checks the name; on failure replies and returns
+  // false.
+  template <class Req>
+  bool DecodeNamed(const Caller& c, int32_t op, std::span<const uint8_t> body, Req* req) {
+    Status st = ipc::DecodeRequest(body, req);
+    if (st.ok()) st = ValidateSegmentName(req->name);
+    if (!st.ok()) reply_status(c.conn_id, op, st);
+    return st.ok();
+  }
+
   void client(const Caller& c, int32_t op, std::span<const uint8_t> body) {
     bool reads_catalog_to_decide = op == ipc::kOpen || op == ipc::kPull || op == ipc::kRelease ||
                                    op == ipc::kDelete || op == ipc::kRead;
@@ -906,9 +923,7 @@ struct Engine::Impl {
 
   void op_open(const Caller& c, std::span<const uint8_t> body) {
     ipc::OpenReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kOpen, st);
+    if (!DecodeNamed(c, ipc::kOpen, body, &req)) return;
     Segment* s = find_live(req.name);
     if (s) {
       if (req.size && req.size != s->cat.size)
@@ -1274,17 +1289,13 @@ struct Engine::Impl {
 
   void op_pull(const Caller& c, std::span<const uint8_t> body) {
     ipc::NameReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kPull, st);
+    if (!DecodeNamed(c, ipc::kPull, body, &req)) return;
     start_pull(c, ipc::kPull, req.name, req.timeout_ms, nullptr);
   }
 
   void op_release(const Caller& c, std::span<const uint8_t> body) {
     ipc::NameReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kRelease, st);
+    if (!DecodeNamed(c, ipc::kRelease, body, &req)) return;
     Segment* s = find_live(req.name);
     if (!s || s->cat.owner != self()) return reply_status(c.conn_id, ipc::kRelease, Status::Ok());
     if (!permitted(c, s->cat, true))
@@ -1309,13 +1320,9 @@ struct Engine::Impl {
 
   void op_delete(const Caller& c, std::span<const uint8_t> body) {
     ipc::NameReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kDelete, st);
-    Segment* s = find_live(req.name);
-    if (!s)
-      return reply_status(c.conn_id, ipc::kDelete,
-                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (!DecodeNamed(c, ipc::kDelete, body, &req)) return;
+    Segment* s = FindOrReply(c, ipc::kDelete, req.name);
+    if (!s) return;
     if (c.uid != 0 && c.uid != s->cat.uid)
       return reply_status(c.conn_id, ipc::kDelete,
                           Err(Code::kPermission, "only the segment's owner uid or root may delete"));
@@ -1369,13 +1376,9 @@ struct Engine::Impl {
 
   void op_read(const Caller& c, std::span<const uint8_t> body) {
     ipc::ReadReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kRead, st);
-    Segment* s = find_live(req.name);
-    if (!s)
-      return reply_status(c.conn_id, ipc::kRead,
-                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (!DecodeNamed(c, ipc::kRead, body, &req)) return;
+    Segment* s = FindOrReply(c, ipc::kRead, req.name);
+    if (!s) return;
     if (!permitted(c, s->cat, false))
       return reply_status(c.conn_id, ipc::kRead, Err(Code::kPermission, "no read permission"));
     // Held here (or cached)?
@@ -1466,13 +1469,9 @@ struct Engine::Impl {
 
   void op_stat(const Caller& c, std::span<const uint8_t> body) {
     ipc::NameReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kStat, st);
-    Segment* s = find_live(req.name);
-    if (!s)
-      return reply_status(c.conn_id, ipc::kStat,
-                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (!DecodeNamed(c, ipc::kStat, body, &req)) return;
+    Segment* s = FindOrReply(c, ipc::kStat, req.name);
+    if (!s) return;
     reply(c.conn_id, ipc::kStat, Status::Ok(), ipc::StatResp{info_of(*s)});
   }
 
@@ -1495,13 +1494,9 @@ struct Engine::Impl {
 
   void op_versions(const Caller& c, std::span<const uint8_t> body) {
     ipc::NameReq req;
-    Status st = ipc::DecodeRequest(body, &req);
-    if (st.ok()) st = ValidateSegmentName(req.name);
-    if (!st.ok()) return reply_status(c.conn_id, ipc::kVersions, st);
-    Segment* s = find_live(req.name);
-    if (!s)
-      return reply_status(c.conn_id, ipc::kVersions,
-                          Err(Code::kNotFound, "no segment named '" + req.name + "'"));
+    if (!DecodeNamed(c, ipc::kVersions, body, &req)) return;
+    Segment* s = FindOrReply(c, ipc::kVersions, req.name);
+    if (!s) return;
     ipc::VersionsResp resp;
     for (auto it = s->local.rbegin(); it != s->local.rend(); ++it)
       if (it->version.seq > 0)
