@@ -543,6 +543,20 @@ void Daemon::Pump() {
     }
   }
   pumping_ = false;
+  ThrottleClients();
+}
+
+// Back-pressure: while the engine has replication data waiting for room in the corosync send
+// queue, stop reading client requests (libqb's request rate limit), so commits cannot outrun the
+// cluster and memory stays bounded in ckptd and corosync alike; clients then wait on their full
+// request ring.  Reading resumes once the engine has nothing waiting.
+void Daemon::ThrottleClients() {
+  if (!ipcs_) return;
+  const bool behind = engine_ && engine_->wants_to_send() && SendBudget() == 0;
+  if (behind == ipc_throttled_) return;
+  ipc_throttled_ = behind;
+  qb_ipcs_request_rate_limit(ipcs_, behind ? QB_IPCS_RATE_OFF : QB_IPCS_RATE_NORMAL);
+  CKPT_LOG_DEBUG("client requests %s", behind ? "paused (replication behind)" : "resumed");
 }
 
 void Daemon::Execute(repl::Ready& ready) {

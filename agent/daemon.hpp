@@ -67,6 +67,7 @@ class Daemon {
   Status StartIpc();
   void TryConnectCpg();
   void CreateEngine(uint32_t self_nodeid);
+  void ThrottleClients();
   void Pump();
   size_t SendBudget() const;
   void Execute(repl::Ready& ready);
@@ -99,6 +100,7 @@ class Daemon {
   bool tick_armed_ = false, connect_armed_ = false;
   std::vector<qb_loop_signal_handle> signals_;
   bool pumping_ = false, pump_again_ = false, pump_job_queued_ = false;
+  bool ipc_throttled_ = false;  // libqb stops reading client requests while replication is behind
   bool connect_failed_logged_ = false;
   bool stopping_ = false;
   int exit_code_ = kExitOk;

@@ -115,7 +115,9 @@ class CpgTransportImpl final : public CpgTransport {
     if ((rc = cpg_fd_get(h, &fd)) != CS_OK) return fail("cpg_fd_get failed", rc);
     if ((rc = cpg_join(h, &group_)) != CS_OK)
       return fail("cannot join CPG group '" + options_.group + "'", rc);
-    if (qb_loop_poll_add(loop_, QB_LOOP_MED, fd, POLLIN, this, &CpgTransportImpl::OnFd) != 0) {
+    // HIGH: deliveries are read before client requests, so corosync never has to queue them for
+    // us while clients keep ckptd busy (FACTS: corosync buffers them without bound).
+    if (qb_loop_poll_add(loop_, QB_LOOP_HIGH, fd, POLLIN, this, &CpgTransportImpl::OnFd) != 0) {
       return fail("qb_loop_poll_add failed", CS_ERR_LIBRARY);
     }
     handle_ = h;
