@@ -150,10 +150,6 @@ struct Segment {
   std::deque<LocalCopy> local;       // versions held here, oldest first
   bool meta_persisted = false;
   SegmentMeta persisted_meta;        // what the store's meta record says (valid if meta_persisted)
-  // Owner, versions_kept == 1: ranges committed since the store last got a version (written by
-  // flush_owner_persistence, today right after each commit).
-  std::vector<ByteRange> unpersisted;
-  Version stored_base;               // the stored version `unpersisted` applies on top of
   bool local_installed = false;      // shm file written since this ckptd started
   // Owner state (cat.owner == self).
   // Recent commits as a chain: history[0] applies on top of history_base, history[i] on top of
@@ -289,6 +285,21 @@ struct Engine::Impl {
     return m;
   }
 
+  static CatalogEntry EntryOf(const SegmentMeta& m) {
+    CatalogEntry c;
+    c.name = m.name;
+    c.size = m.size;
+    c.uid = m.uid;
+    c.gid = m.gid;
+    c.mode = m.mode;
+    c.replicas = m.replicas;
+    c.versions_kept = m.versions_kept;
+    c.durability = m.durability;
+    c.epoch = m.epoch;
+    c.owner = m.owner_nodeid;
+    return c;
+  }
+
   Version holder_version(const Segment& s, uint32_t node) const {
     for (auto& h : s.cat.holders)
       if (h.nodeid == node) return h.version;
@@ -355,6 +366,20 @@ struct Engine::Impl {
     return n;
   }
 
+  // Registers a client operation that spans messages; timeout_ms 0 = the pull default.
+  uint32_t new_pending(Pending::Kind kind, Pending::Stage stage, const Caller& c, int32_t op,
+                       const std::string& name, uint64_t timeout_ms) {
+    uint32_t rid = next_request++;
+    Pending& p = pending[rid];
+    p.kind = kind;
+    p.stage = stage;
+    p.caller = c;
+    p.op = op;
+    p.name = name;
+    p.deadline_ms = now_ms + (timeout_ms ? timeout_ms : cfg.default_pull_timeout_ms);
+    return rid;
+  }
+
   uint64_t token_for(uint32_t request_id) {
     uint64_t t = next_token++;
     token_to_request[t] = request_id;
@@ -417,29 +442,6 @@ struct Engine::Impl {
     c.persisted = true;  // optimistic; a failed store op clears it (see OnStoreDone)
   }
 
-  // Writes the coalesced owner commits (see Segment::unpersisted).
-  void flush_owner_persistence(Segment& s) {
-    if (s.local.empty() || s.local.back().persisted || s.unpersisted.empty()) return;
-    LocalCopy& c = s.local.back();
-    StoreOp op;
-    op.meta.name = s.cat.name;
-    op.version = c.version;
-    op.image = c.image;
-    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
-    op.kind = s.stored_base.empty() ? StoreOp::kPutFull : StoreOp::kPutDelta;
-    op.base = s.stored_base;
-    if (!s.stored_base.empty()) op.ranges = MergeRanges(s.unpersisted);
-    store_op(std::move(op));
-    StoreOp prune;
-    prune.kind = StoreOp::kPrune;
-    prune.meta.name = s.cat.name;
-    prune.version = c.version;
-    store_op(std::move(prune));
-    c.persisted = true;
-    s.unpersisted.clear();
-    s.stored_base = {};
-  }
-
   void trim_local(Segment& s) {
     size_t keep = std::max<uint32_t>(1, s.cat.versions_kept);
     if (s.local.size() <= keep) return;
@@ -459,8 +461,6 @@ struct Engine::Impl {
       op.fsync = remove_global;
       store_op(std::move(op));
     }
-    s.unpersisted.clear();
-    s.stored_base = {};
     s.local.clear();
     s.meta_persisted = false;
     s.history.clear();
@@ -471,7 +471,6 @@ struct Engine::Impl {
 
   // This node stops being the owner of s (claim by another node, merge, delete, release).
   void lose_ownership(Segment& s, const Status& why) {
-    flush_owner_persistence(s);
     s.history.clear();
     s.sent.clear();
     s.force_full.clear();
@@ -651,8 +650,6 @@ struct Engine::Impl {
     op.token = persist_token;
     op.kind = c.persisted ? StoreOp::kPutDelta : StoreOp::kPutFull;
     if (c.persisted) op.base = old;
-    s.unpersisted.clear();
-    s.stored_base = {};
     store_op(std::move(op));
     c.persisted = true;
     push_history(s, old, nv, {});
@@ -935,15 +932,9 @@ struct Engine::Impl {
                             Err(Code::kPermission, "no write permission on '" + req.name + "'"));
       if (is_owner(*s) && s->owner_confirmed) {
         if (s->local_installed) return grant_open(c, *s);
-        uint32_t rid = next_request++;
-        Pending& p = pending[rid];
-        p.kind = Pending::kOpen;
-        p.stage = Pending::kInstalling;
-        p.caller = c;
-        p.op = ipc::kOpen;
-        p.name = req.name;
-        p.open = req;
-        p.deadline_ms = now_ms + cfg.default_pull_timeout_ms;
+        uint32_t rid =
+            new_pending(Pending::kOpen, Pending::kInstalling, c, ipc::kOpen, req.name, 0);
+        pending[rid].open = req;
         install_local(*s, token_for(rid));
         return;
       }
@@ -953,7 +944,7 @@ struct Engine::Impl {
       if (req.flags & CKPT_OPEN_PULL) return start_pull(c, ipc::kOpen, req.name, req.pull_timeout_ms, &req);
       bool owner_gone = s->cat.owner == 0 || !live(s->cat.owner) || s->cat.owner == self();
       if ((req.flags & CKPT_OPEN_CREATE) && owner_gone && !holders_live)
-        return start_claim(c, req, s->cat.epoch, true);
+        return start_claim(c, req, s->cat.epoch);
       return reply_status(c.conn_id, ipc::kOpen,
                           Err(Code::kNotOwner, "segment '" + req.name + "' is owned by " +
                                                    (s->cat.owner ? node_name(s->cat.owner)
@@ -970,7 +961,7 @@ struct Engine::Impl {
       return reply_status(c.conn_id, ipc::kOpen,
                           Err(Code::kInvalid, "a new segment needs a size > 0"));
     Segment* tomb = find(req.name);
-    start_claim(c, req, tomb ? tomb->cat.epoch : 0, true);
+    start_claim(c, req, tomb ? tomb->cat.epoch : 0);
   }
 
   Status check_limits(uint64_t size) const {
@@ -985,7 +976,7 @@ struct Engine::Impl {
   }
 
   // Create or start fresh: CLAIM with reset.
-  void start_claim(const Caller& c, const ipc::OpenReq& req, uint64_t expected_epoch, bool reset) {
+  void start_claim(const Caller& c, const ipc::OpenReq& req, uint64_t expected_epoch) {
     if (!joined) return reply_status(c.conn_id, ipc::kOpen, unavailable());
     uint64_t size = req.size;
     if (size == 0) {
@@ -998,20 +989,14 @@ struct Engine::Impl {
     if (!st.ok()) return reply_status(c.conn_id, ipc::kOpen, st);
     if (req.durability > CKPT_DURABILITY_FSYNC)
       return reply_status(c.conn_id, ipc::kOpen, Err(Code::kInvalid, "unknown durability"));
-    uint32_t rid = next_request++;
+    uint32_t rid = new_pending(Pending::kOpen, Pending::kClaiming, c, ipc::kOpen, req.name, 0);
     Pending& p = pending[rid];
-    p.kind = Pending::kOpen;
-    p.stage = Pending::kClaiming;
-    p.caller = c;
-    p.op = ipc::kOpen;
-    p.name = req.name;
     p.open = req;
     p.open.size = size;
-    p.deadline_ms = now_ms + cfg.default_pull_timeout_ms;
     ClaimMsg m;
     m.name = req.name;
     m.expected_epoch = expected_epoch;
-    m.reset = reset;
+    m.reset = 1;
     m.size = size;
     m.uid = c.uid;
     m.gid = c.gid;
@@ -1091,16 +1076,26 @@ struct Engine::Impl {
     // Persist the owner's copy (delta on the previous stored version when possible).
     size_t idx = s->local.size() - 1;
     if (in_place) {
-      // The previous version was replaced in memory: store v as a delta on what the store has
-      // (accumulated ranges when earlier commits were not stored yet).  Persisted at once, not
-      // coalesced per tick: a restarted owner must not come back older than what it replicated.
+      // The previous version was replaced in memory: store v at once (a restarted owner must not
+      // come back older than what it replicated), as a delta on the replaced version when the
+      // store has it, else whole; then drop the older files.
+      StoreOp op;
+      op.meta.name = s->cat.name;
+      op.version = v;
+      op.image = s->local.back().image;
+      op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
+      op.kind = replaced_stored ? StoreOp::kPutDelta : StoreOp::kPutFull;
       if (replaced_stored) {
-        s->stored_base = replaced;
-        s->unpersisted.clear();
+        op.base = replaced;
+        op.ranges = ranges;
       }
-      s->unpersisted.insert(s->unpersisted.end(), ranges.begin(), ranges.end());
-      s->local.back().persisted = false;
-      flush_owner_persistence(*s);
+      store_op(std::move(op));
+      StoreOp prune;
+      prune.kind = StoreOp::kPrune;
+      prune.meta.name = s->cat.name;
+      prune.version = v;
+      store_op(std::move(prune));
+      s->local.back().persisted = true;
     } else {
       persist_version(*s, idx, &ranges, 0);
       trim_local(*s);
@@ -1179,14 +1174,10 @@ struct Engine::Impl {
 
   void start_pull(const Caller& c, int32_t op, const std::string& name, uint32_t timeout_ms,
                   const ipc::OpenReq* open) {
-    uint32_t rid = next_request++;
+    uint32_t rid = new_pending(open ? Pending::kOpen : Pending::kPull, Pending::kClaiming, c, op,
+                               name, timeout_ms);
     Pending& p = pending[rid];
-    p.kind = open ? Pending::kOpen : Pending::kPull;
-    p.caller = c;
-    p.op = op;
-    p.name = name;
     if (open) p.open = *open;
-    p.deadline_ms = now_ms + (timeout_ms ? timeout_ms : cfg.default_pull_timeout_ms);
     Segment* s = find_live(name);
     if (s && !permitted(c, s->cat, true))
       return finish_pending(rid, Err(Code::kPermission, "no write permission on '" + name + "'"));
@@ -1219,23 +1210,24 @@ struct Engine::Impl {
       return finish_pending(rid, Status(Code::kNoCheckpoint, "no checkpoint of '" + name +
                                                                   "' exists on any live node"));
     }
-    send_claim_for(rid, *s, 0);
+    send_claim(rid, s->cat, s->cat.epoch, 0);
   }
 
-  void send_claim_for(uint32_t rid, const Segment& s, uint64_t min_epoch) {
-    Pending& p = pending[rid];
-    p.stage = Pending::kClaiming;
+  // CLAIM of the segment with `params`' parameters for pending request `rid`.
+  void send_claim(uint32_t rid, const CatalogEntry& params, uint64_t expected_epoch,
+                  uint64_t min_epoch) {
+    pending[rid].stage = Pending::kClaiming;
     ClaimMsg m;
-    m.name = s.cat.name;
-    m.expected_epoch = s.cat.epoch;
+    m.name = params.name;
+    m.expected_epoch = expected_epoch;
     m.min_epoch = min_epoch;
-    m.size = s.cat.size;
-    m.uid = s.cat.uid;
-    m.gid = s.cat.gid;
-    m.mode = s.cat.mode;
-    m.replicas = s.cat.replicas;
-    m.versions_kept = s.cat.versions_kept;
-    m.durability = s.cat.durability;
+    m.size = params.size;
+    m.uid = params.uid;
+    m.gid = params.gid;
+    m.mode = params.mode;
+    m.replicas = params.replicas;
+    m.versions_kept = params.versions_kept;
+    m.durability = params.durability;
     m.request_id = rid;
     send(m);
   }
@@ -1262,7 +1254,7 @@ struct Engine::Impl {
         Segment* tomb = find(p.name);
         ipc::OpenReq req = p.open;
         req.flags &= ~uint32_t(CKPT_OPEN_PULL);
-        return start_claim(p.caller, req, tomb ? tomb->cat.epoch : 0, true);
+        return start_claim(p.caller, req, tomb ? tomb->cat.epoch : 0);
       }
       if (!st.ok() || !s || !is_owner(*s)) {
         Status why = st.ok() ? Err(Code::kInternal, "open finished without ownership") : st;
@@ -1330,13 +1322,8 @@ struct Engine::Impl {
       return reply_status(c.conn_id, ipc::kDelete,
                           Err(Code::kBusy, "segment '" + req.name + "' is open for writing"));
     if (!joined) return reply_status(c.conn_id, ipc::kDelete, unavailable());
-    uint32_t rid = next_request++;
-    Pending& p = pending[rid];
-    p.kind = Pending::kDelete;
-    p.caller = c;
-    p.op = ipc::kDelete;
-    p.name = req.name;
-    p.deadline_ms = now_ms + cfg.default_sync_timeout_ms;
+    uint32_t rid = new_pending(Pending::kDelete, Pending::kClaiming, c, ipc::kDelete, req.name,
+                               cfg.default_sync_timeout_ms);
     delete_requests_[req.name].push_back(rid);
     send(DeleteMsg{req.name, s->cat.epoch});
   }
@@ -1410,16 +1397,11 @@ struct Engine::Impl {
     if (from.empty())
       return reply_status(c.conn_id, ipc::kRead,
                           Err(Code::kNotFound, "no live node holds version " + want.ToString()));
-    uint32_t rid = next_request++;
+    uint32_t rid = new_pending(Pending::kRead, Pending::kFetching, c, ipc::kRead, req.name,
+                               req.timeout_ms);
     Pending& p = pending[rid];
-    p.kind = Pending::kRead;
-    p.stage = Pending::kFetching;
-    p.caller = c;
-    p.op = ipc::kRead;
-    p.name = req.name;
     p.read = req;
     p.want = want;
-    p.deadline_ms = now_ms + (req.timeout_ms ? req.timeout_ms : cfg.default_pull_timeout_ms);
     send_fetch(rid, from.front(), req.has_version ? want : Version{});
   }
 
@@ -1973,36 +1955,12 @@ struct Engine::Impl {
     if (!joined) return finish_pending(rid, unavailable());
     LoadedSegment g = std::move(*loaded.value());
     Segment* s = find(p.name);
-    CatalogEntry e;
-    if (s) {
-      e = s->cat;
-    } else {
-      e.name = g.meta.name;
-      e.size = g.meta.size;
-      e.uid = g.meta.uid;
-      e.gid = g.meta.gid;
-      e.mode = g.meta.mode;
-      e.replicas = g.meta.replicas;
-      e.versions_kept = g.meta.versions_kept;
-      e.durability = g.meta.durability;
-    }
+    CatalogEntry e = s ? s->cat : EntryOf(g.meta);
     if (e.size != g.meta.size || g.versions.back().image.size() != g.meta.size)
       return finish_pending(rid, Err(Code::kCorrupt, "global copy has the wrong size"));
+    Version global_version = g.versions.back().version;
     p.global = std::move(g);
-    ClaimMsg m;
-    m.name = p.name;
-    m.expected_epoch = s ? s->cat.epoch : 0;
-    m.min_epoch = p.global->versions.back().version.epoch;
-    m.size = e.size;
-    m.uid = e.uid;
-    m.gid = e.gid;
-    m.mode = e.mode;
-    m.replicas = e.replicas;
-    m.versions_kept = e.versions_kept;
-    m.durability = e.durability;
-    m.request_id = rid;
-    p.stage = Pending::kClaiming;
-    send(m);
+    send_claim(rid, e, s ? s->cat.epoch : 0, global_version.epoch);
   }
 
   // ---- membership ---------------------------------------------------------------------------
@@ -2089,7 +2047,6 @@ struct Engine::Impl {
 
   void tick(uint64_t now) {
     now_ms = now;
-    for (auto& [name, seg] : segs) flush_owner_persistence(seg);
     for (auto it = waiters.begin(); it != waiters.end();) {
       if (now >= it->deadline_ms) {
         reply_status(it->conn_id, it->op,
@@ -2160,16 +2117,7 @@ struct Engine::Impl {
     for (auto& l : loaded) {
       if (!ValidateSegmentName(l.meta.name).ok() || l.meta.replicas == 0) continue;
       Segment& s = segs[l.meta.name];
-      s.cat.name = l.meta.name;
-      s.cat.size = l.meta.size;
-      s.cat.uid = l.meta.uid;
-      s.cat.gid = l.meta.gid;
-      s.cat.mode = l.meta.mode;
-      s.cat.replicas = l.meta.replicas;
-      s.cat.versions_kept = l.meta.versions_kept;
-      s.cat.durability = l.meta.durability;
-      s.cat.epoch = l.meta.epoch;
-      s.cat.owner = l.meta.owner_nodeid;
+      s.cat = EntryOf(l.meta);
       s.meta_persisted = true;
       for (auto& v : l.versions) {
         if (v.image.size() != l.meta.size) continue;
