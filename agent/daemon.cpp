@@ -26,6 +26,9 @@ constexpr uint64_t kConnectRetryMs = 1000;
 constexpr uint64_t kAttributeRetryMs = 10000;
 constexpr int kMaxPumpRounds = 64;  // then yield to the loop and continue from a job
 constexpr size_t kOverflowWarnBytes = 16u << 20;
+// Store backlog above which client requests pause (the queued ops pin their snapshots).
+constexpr uint64_t kMaxStoreBacklogBytes = 256ull << 20;
+constexpr uint64_t kMaxStoreBacklogOps = 4096;
 // Stand-in self nodeid while corosync has not told us ours (the engine needs a nonzero one; knet
 // node ids are < 65536, so this never collides).  The engine is rebuilt once the real one is known.
 constexpr uint32_t kUnknownNodeid = 0xffffffffu;
@@ -163,6 +166,10 @@ Status Daemon::Startup() {
     CKPT_LOG_WARN("%llu damaged store files were renamed *.corrupt under %s",
                   static_cast<unsigned long long>(sc.corrupt_files), config_.state_dir.c_str());
   loaded_ = std::move(loaded.value());
+  auto worker =
+      StoreWorker::Start(store_.get(), loop_, [this](auto& done) { OnStoreCompletions(done); });
+  if (!worker.ok()) return worker.status();
+  store_worker_ = std::move(worker.value());
 
   if (config_.attributes) attributes_ = std::make_unique<AttributePublisher>(config_.attrd_updater);
 
@@ -199,6 +206,9 @@ void Daemon::CreateEngine(uint32_t self_nodeid) {
         "disconnecting %zu early IPC clients",
         self_nodeid, conns_.size());
     for (auto& [id, conn] : conns_) ScheduleDisconnect(conn->qb);
+    // Completions carry the old engine's tokens: hand them to it before it goes.
+    if (store_worker_) store_worker_->Drain();
+    deferred_ipc_.clear();
   }
   engine_ = std::make_unique<repl::Engine>(ec);
   engine_nodeid_ = self_nodeid;
@@ -315,6 +325,9 @@ void Daemon::Shutdown() {
     qb_ipcs_destroy(ipcs_);  // disconnects clients: OnDestroyed runs for each
     ipcs_ = nullptr;
   }
+  // Finish the queued store ops (a replica's last versions reach the disk), then stop the thread.
+  store_worker_.reset();
+  deferred_ipc_.clear();
   if (loop_) {
     if (tick_armed_) qb_loop_timer_del(loop_, tick_timer_);
     if (connect_armed_) qb_loop_timer_del(loop_, connect_timer_);
@@ -547,78 +560,71 @@ void Daemon::Pump() {
 }
 
 // Back-pressure: while the engine has replication data waiting for room in the corosync send
-// queue, stop reading client requests (libqb's request rate limit), so commits cannot outrun the
-// cluster and memory stays bounded in ckptd and corosync alike; clients then wait on their full
-// request ring.  Reading resumes once the engine has nothing waiting.
+// queue, or the store worker is far behind, stop reading client requests (libqb's request rate
+// limit), so commits cannot outrun the cluster and memory stays bounded in ckptd and corosync
+// alike; clients then wait on their full request ring.  Reading resumes once the engine has nothing
+// waiting.
 void Daemon::ThrottleClients() {
   if (!ipcs_) return;
-  const bool behind = engine_ && engine_->wants_to_send() && SendBudget() == 0;
+  const bool cluster_behind = engine_ && engine_->wants_to_send() && SendBudget() == 0;
+  const bool disk_behind =
+      store_worker_ && (store_worker_->backlog_bytes() > kMaxStoreBacklogBytes ||
+                        store_worker_->backlog_ops() > kMaxStoreBacklogOps);
+  const bool behind = cluster_behind || disk_behind;
   if (behind == ipc_throttled_) return;
   ipc_throttled_ = behind;
   qb_ipcs_request_rate_limit(ipcs_, behind ? QB_IPCS_RATE_OFF : QB_IPCS_RATE_NORMAL);
-  CKPT_LOG_DEBUG("client requests %s", behind ? "paused (replication behind)" : "resumed");
+  CKPT_LOG_DEBUG("client requests %s", !behind          ? "resumed"
+                                       : cluster_behind ? "paused (replication behind)"
+                                                        : "paused (store behind)");
 }
 
 void Daemon::Execute(repl::Ready& ready) {
-  for (auto& op : ready.store_ops) RunStoreOp(op);
+  for (auto& op : ready.store_ops) store_worker_->Submit(std::move(op));
   for (auto& msg : ready.sends) SendToCluster(std::move(msg));
-  for (const auto& r : ready.replies) SendIpc(r.conn_id, r.op, r.body, /*event=*/false);
-  for (const auto& e : ready.events) SendIpc(e.conn_id, e.event, e.body, /*event=*/true);
+  // A reply may only leave once the store ops before it are done (and after earlier replies).
+  const uint64_t seq = store_worker_->submitted_seq();
+  const bool hold = !deferred_ipc_.empty() || store_worker_->completed_seq() < seq;
+  auto ipc = [&](uint64_t conn_id, int32_t id, std::vector<uint8_t>& body, bool event) {
+    if (hold)
+      deferred_ipc_.push_back({seq, conn_id, id, std::move(body), event});
+    else
+      SendIpc(conn_id, id, body, event);
+  };
+  for (auto& r : ready.replies) ipc(r.conn_id, r.op, r.body, /*event=*/false);
+  for (auto& e : ready.events) ipc(e.conn_id, e.event, e.body, /*event=*/true);
   if (attributes_) {
     for (const auto& a : ready.attributes) attributes_->Set(a.name, a.value);
   }
 }
 
-void Daemon::RunStoreOp(repl::StoreOp& op) {
-  using K = repl::StoreOp;
-  const std::string& name = op.meta.name;
-  if (op.kind == K::kLoadGlobal) {
-    auto loaded = store_->LoadGlobal(name);
-    if (!loaded.ok())
-      CKPT_LOG_WARN("global copy of %s: %s", name.c_str(), loaded.status().ToString().c_str());
-    engine_->OnGlobalLoaded(op.token, std::move(loaded));
-    return;
+void Daemon::OnStoreCompletions(std::vector<StoreWorker::Completion>& done) {
+  for (StoreWorker::Completion& c : done) {
+    if (!c.status.ok()) {
+      CKPT_LOG_WARN("store %s %s (version %s): %s", StoreOpName(c.kind), c.name.c_str(),
+                    c.version.ToString().c_str(), c.status.ToString().c_str());
+    } else {
+      CKPT_LOG_TRACE("store %s %s (version %s) ok", StoreOpName(c.kind), c.name.c_str(),
+                     c.version.ToString().c_str());
+    }
+    if (!engine_) continue;
+    if (c.kind == repl::StoreOp::kLoadGlobal) {
+      engine_->OnGlobalLoaded(c.token, std::move(*c.loaded));
+    } else if (c.token != 0) {
+      engine_->OnStoreDone(c.token, c.status);
+    }
   }
-  Status st;
-  switch (op.kind) {
-    case K::kPutMeta:
-      st = store_->PutMeta(op.meta, op.fsync);
-      break;
-    case K::kPutFull:
-      st = store_->PutFull(name, op.version, op.image, op.fsync);
-      break;
-    case K::kPutDelta:
-      st = store_->PutDelta(name, op.version, op.base, op.ranges, op.image, op.fsync);
-      break;
-    case K::kPrune:
-      st = store_->Prune(name, op.version);
-      break;
-    case K::kDropSegment:
-      st = store_->DropSegment(name, store_->has_global());
-      break;
-    case K::kPutGlobal:
-      st = store_->PutGlobal(op.meta, op.version, op.image);
-      break;
-    case K::kInstallLocal:
-      st = store_->InstallLocal(name, op.image, op.meta.uid, op.meta.gid, op.meta.mode);
-      break;
-    case K::kEnsureLocal:
-      st = store_->EnsureLocal(name, op.meta.size, op.meta.uid, op.meta.gid, op.meta.mode);
-      break;
-    case K::kRemoveLocal:
-      st = store_->RemoveLocal(name);
-      break;
-    case K::kLoadGlobal:
-      break;  // handled above
+  FlushDeferredIpc();
+  if (!stopping_) Pump();
+}
+
+void Daemon::FlushDeferredIpc() {
+  while (!deferred_ipc_.empty() && (!store_worker_ || deferred_ipc_.front().after_store_seq <=
+                                                          store_worker_->completed_seq())) {
+    DeferredIpc& d = deferred_ipc_.front();
+    SendIpc(d.conn_id, d.id, d.body, d.event);
+    deferred_ipc_.pop_front();
   }
-  if (!st.ok()) {
-    CKPT_LOG_WARN("store %s %s (version %s): %s", StoreOpName(op.kind), name.c_str(),
-                  op.version.ToString().c_str(), st.ToString().c_str());
-  } else {
-    CKPT_LOG_TRACE("store %s %s (version %s) ok", StoreOpName(op.kind), name.c_str(),
-                   op.version.ToString().c_str());
-  }
-  if (op.token != 0) engine_->OnStoreDone(op.token, st);
 }
 
 void Daemon::SendToCluster(std::vector<uint8_t> message) {

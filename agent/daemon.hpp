@@ -3,10 +3,13 @@
 //
 // Every input (IPC request or disconnect, CPG deliver/view/lost, the 100 ms tick, transport
 // drained, store completions) is handed to the engine and followed by Pump(), which performs the
-// engine's outputs in the documented order: store ops (reporting tokens back), CPG sends (with a
-// local overflow queue for kNoSpace so control messages are never lost), IPC replies, IPC events,
-// attribute updates.  DATA generation is bounded by the transport's free queue bytes minus a
-// reserve, so the engine never produces more than corosync admits.
+// engine's outputs in the documented order: store ops (handed to the StoreWorker thread, which
+// reports tokens back through the loop), CPG sends (with a local overflow queue for kNoSpace so
+// control messages are never lost), IPC replies and events (held until the store ops submitted
+// before them completed), attribute updates.  Acknowledgements never overtake their store op:
+// the engine only produces an ACK from the op's completion.  DATA generation is bounded by the
+// transport's free queue bytes minus a reserve, so the engine never produces more than corosync
+// admits.
 #pragma once
 
 #include <qb/qbipcs.h>
@@ -22,6 +25,7 @@
 
 #include "agent/attributes.hpp"
 #include "agent/config.hpp"
+#include "agent/store_worker.hpp"
 #include "cpg_transport/cpg_transport.hpp"
 #include "replication/engine.hpp"
 #include "store/segment_store.hpp"
@@ -71,7 +75,8 @@ class Daemon {
   void Pump();
   size_t SendBudget() const;
   void Execute(repl::Ready& ready);
-  void RunStoreOp(repl::StoreOp& op);
+  void OnStoreCompletions(std::vector<StoreWorker::Completion>& done);
+  void FlushDeferredIpc();
   void SendToCluster(std::vector<uint8_t> message);
   void FlushOverflow();
   void SendIpc(uint64_t conn_id, int32_t id, const std::vector<uint8_t>& body, bool event);
@@ -83,6 +88,17 @@ class Daemon {
   Config config_;
   qb_loop_t* loop_ = nullptr;
   std::unique_ptr<SegmentStore> store_;
+  std::unique_ptr<StoreWorker> store_worker_;  // the only user of store_ once started
+  // Replies and events wait until every store op submitted before them has completed (a client
+  // told "done" may look at the files at once), in their original order.
+  struct DeferredIpc {
+    uint64_t after_store_seq = 0;
+    uint64_t conn_id = 0;
+    int32_t id = 0;
+    std::vector<uint8_t> body;
+    bool event = false;
+  };
+  std::deque<DeferredIpc> deferred_ipc_;
   std::unique_ptr<repl::Engine> engine_;
   uint32_t engine_nodeid_ = 0;  // self_nodeid the engine was built with
   // Kept until the engine has been built with the real nodeid (see CreateEngine).

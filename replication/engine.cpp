@@ -4,10 +4,10 @@
 // order (AGREED), and every member sees the same membership changes at the same point of that
 // order.  The engine builds on exactly that:
 //
-// CATALOG.  Every member keeps the same catalog: per segment its parameters, ownership epoch, owner,
-// latest version and, per holder node, the newest version that node acknowledged.  Catalog changes
-// are messages (CLAIM, RELEASE, DELETE, ACK, DATA headers) applied by every member at the same
-// point of the order, so catalogs stay identical without a coordinator.
+// CATALOG.  Every member keeps the same catalog: per segment its parameters, ownership epoch,
+// owner, latest version and, per holder node, the newest version that node acknowledged.  Catalog
+// changes are messages (CLAIM, RELEASE, DELETE, ACK, DATA headers) applied by every member at the
+// same point of the order, so catalogs stay identical without a coordinator.
 //
 // JOIN / MERGE.  At a confchg with joined members, every member publishes NODE_INFO (its name and
 // whether it may hold replicas), clears the holder records of the joined nodes, and republishes
@@ -72,8 +72,10 @@ constexpr size_t kMaxHistoryEntries = 256;
 constexpr uint64_t kFetchTimeoutMs = 30000;
 constexpr uint64_t kReadCacheTtlMs = 30000;
 constexpr uint32_t kListPageMax = 512;
-constexpr size_t kMaxDeferredCalls = 4096;  // client calls held during a sync
+constexpr size_t kMaxDeferredCalls = 4096;    // client calls held during a sync
 constexpr uint64_t kPieceOverheadBytes = 12;  // u64 offset + u32 length per DATA piece
+constexpr uint64_t kWireTimeoutMs = 30000;    // see Segment::wire_xfer
+constexpr uint64_t kAckWaitMs = 10000;        // see Segment::last_transfer_ms
 
 // Epochs are unique per claimer: generation in the high 32 bits, the claiming node's id in the low
 // 32.  Two partitions that both claim from the same epoch therefore never label different bytes
@@ -146,11 +148,11 @@ struct Waiter {  // a client waiting for R acknowledgements
 };
 
 struct Segment {
-  CatalogEntry cat;                  // replicated catalog state
-  std::deque<LocalCopy> local;       // versions held here, oldest first
+  CatalogEntry cat;             // replicated catalog state
+  std::deque<LocalCopy> local;  // versions held here, oldest first
   bool meta_persisted = false;
-  SegmentMeta persisted_meta;        // what the store's meta record says (valid if meta_persisted)
-  bool local_installed = false;      // shm file written since this ckptd started
+  SegmentMeta persisted_meta;    // what the store's meta record says (valid if meta_persisted)
+  bool local_installed = false;  // shm file written since this ckptd started
   // Owner state (cat.owner == self).
   // Recent commits as a chain: history[0] applies on top of history_base, history[i] on top of
   // history[i-1].  A target holding history_base or any history version can get a delta.
@@ -158,8 +160,19 @@ struct Segment {
   Version history_base;
   std::map<uint32_t, Version> sent;  // per target: newest version queued to it
   std::set<uint32_t> force_full;     // targets that asked for a full copy
-  bool xfer_active = false;
-  uint64_t writer_handle = 0;        // 0 = no open writer
+  bool xfer_active = false;          // a replicate transfer is queued in `outgoing` (being emitted)
+  // The last replicate transfer's final chunk is emitted but not yet delivered back to us: it is
+  // still in corosync.  Only one transfer per segment is on the wire at a time, so commits that
+  // arrive meanwhile coalesce into the next transfer (one delta of the union of their ranges)
+  // instead of one CPG message each.  Cleared by our own delivery of that chunk, on disconnect,
+  // on losing ownership, or after kWireTimeoutMs (a lost message must not stall the segment).
+  uint32_t wire_xfer = 0;
+  uint64_t wire_since_ms = 0;
+  // Flow control towards the replicas: no new transfer while a target has not acknowledged the
+  // previous one (for up to kAckWaitMs from when it was scheduled), so a replica's store never
+  // queues more than one version per segment; commits meanwhile coalesce as above.
+  uint64_t last_transfer_ms = 0;
+  uint64_t writer_handle = 0;  // 0 = no open writer
   bool global_dirty = false;
   // cat.owner == self was established by our own CLAIM in this incarnation.  Ownership loaded
   // from the store is not: the cluster may have moved on while this node was down, and commits
@@ -167,6 +180,13 @@ struct Segment {
   // give different bytes a version number already handed out.  A restarted owner re-claims (a new
   // epoch; its own copy is restored locally when it is the newest).
   bool owner_confirmed = false;
+  // In-place owner persistence (versions_kept == 1), coalesced: at most one store op in flight;
+  // commits that arrive meanwhile are written together as one delta on `owner_stored` (the
+  // version the store holds or will hold once the in-flight op completes; empty = unknown).
+  // The store may briefly lag what was replicated; a restarted owner re-claims and restores the
+  // newest copy among the live holders (see RESTARTS), so the lag never loses a version.
+  Version owner_stored;
+  uint64_t owner_persist_token = 0;  // nonzero while an owner persist op is in flight
 };
 
 struct Handle {
@@ -195,7 +215,7 @@ struct Pending {
   int tokens_outstanding = 0;
   Status store_status;
   std::optional<LoadedSegment> global;  // kGlobal
-  bool checksum_failed = false;         // a fetched copy failed its checksum (kCorrupt, not kNotFound)
+  bool checksum_failed = false;  // a fetched copy failed its checksum (kCorrupt, not kNotFound)
 };
 
 struct Engine::Impl {
@@ -216,8 +236,8 @@ struct Engine::Impl {
   uint32_t next_request = 1;
   uint32_t next_xfer = 1;
   uint64_t next_token = 1;
-  std::map<uint32_t, Pending> pending;             // request_id -> op
-  std::map<uint64_t, uint32_t> token_to_request;   // store token -> pending request
+  std::map<uint32_t, Pending> pending;            // request_id -> op
+  std::map<uint64_t, uint32_t> token_to_request;  // store token -> pending request
   struct AckAfterStore {
     std::string name;
     Version version;
@@ -225,6 +245,11 @@ struct Engine::Impl {
     uint32_t request_id = 0;
   };
   std::map<uint64_t, AckAfterStore> token_to_ack;
+  std::map<uint64_t, std::string> token_to_owner_persist;  // store token -> segment
+  // ACK(kStored) of completed store ops, multicast at the next TakeReady only if the copy is still
+  // held then: a delete or fresh-start claim delivered in between dropped it (and the store op
+  // that removes it precedes the ACK), so acknowledging it would count a copy that is gone.
+  std::vector<AckMsg> staged_acks;
   std::map<std::pair<uint32_t, uint32_t>, Inbound> inbound;  // (sender, xfer) -> state
   std::deque<Transfer> outgoing;
   std::vector<Waiter> waiters;
@@ -236,7 +261,7 @@ struct Engine::Impl {
   std::map<std::string, CachedRead> read_cache;
   std::map<std::string, std::string> published_attrs;
   // Sync barrier (see syncing()).
-  std::set<uint32_t> sync_waiting;  // members whose final CATALOG for this round is pending
+  std::set<uint32_t> sync_waiting;   // members whose final CATALOG for this round is pending
   std::vector<uint32_t> sync_round;  // membership of the confchg that started the round
   std::vector<std::pair<uint32_t, std::variant<ClaimMsg, ReleaseMsg, DeleteMsg>>> deferred_msgs;
   struct DeferredCall {
@@ -391,9 +416,13 @@ struct Engine::Impl {
 
   // ---- outputs ------------------------------------------------------------------------------
 
-  template <class T> void send(const T& msg) { ready.sends.push_back(Encode(msg)); }
+  template <class T>
+  void send(const T& msg) {
+    ready.sends.push_back(Encode(msg));
+  }
 
-  template <class T> void reply(uint64_t conn, int32_t op, const Status& st, const T& body) {
+  template <class T>
+  void reply(uint64_t conn, int32_t op, const Status& st, const T& body) {
     ready.replies.push_back({conn, op, ipc::EncodeResponse(st, body)});
   }
   void reply_status(uint64_t conn, int32_t op, const Status& st) {
@@ -442,6 +471,64 @@ struct Engine::Impl {
     c.persisted = true;  // optimistic; a failed store op clears it (see OnStoreDone)
   }
 
+  // Union of the ranges committed after `base` up to the latest version, if the history chain
+  // reaches back to `base`.
+  static std::optional<std::vector<ByteRange>> RangesSince(const Segment& s, Version base) {
+    std::optional<size_t> pos = base.empty() ? std::nullopt : ChainPosition(s, base);
+    if (!pos) return std::nullopt;
+    std::vector<ByteRange> ranges;
+    for (size_t i = *pos; i < s.history.size(); i++)
+      ranges.insert(ranges.end(), s.history[i].second.begin(), s.history[i].second.end());
+    return MergeRanges(std::move(ranges));
+  }
+
+  // Writes the owner's in-place copy (local.back()) to the store unless an op is in flight: a
+  // delta on owner_stored when the history reaches it, else whole; then prunes older files.
+  void persist_owner_latest(Segment& s) {
+    if (s.owner_persist_token != 0 || s.local.empty()) return;
+    LocalCopy& c = s.local.back();
+    if (c.persisted) return;
+    StoreOp op;
+    op.meta.name = s.cat.name;
+    op.version = c.version;
+    op.image = c.image;
+    op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
+    std::optional<std::vector<ByteRange>> ranges = RangesSince(s, s.owner_stored);
+    if (ranges) {
+      op.kind = StoreOp::kPutDelta;
+      op.base = s.owner_stored;
+      op.ranges = std::move(*ranges);
+    } else {
+      op.kind = StoreOp::kPutFull;
+    }
+    op.token = next_token++;
+    s.owner_persist_token = op.token;
+    token_to_owner_persist[op.token] = s.cat.name;
+    store_op(std::move(op));
+    StoreOp prune;
+    prune.kind = StoreOp::kPrune;
+    prune.meta.name = s.cat.name;
+    prune.version = c.version;
+    store_op(std::move(prune));
+    c.persisted = true;  // optimistic, as persist_version; a failure clears it
+    s.owner_stored = c.version;
+  }
+
+  void owner_persist_done(const std::string& name, uint64_t token, const Status& st) {
+    auto it = segs.find(name);
+    if (it == segs.end() || it->second.owner_persist_token != token) return;
+    Segment& s = it->second;
+    s.owner_persist_token = 0;
+    if (!st.ok()) {
+      // The store's state for this segment is unknown: the next write is whole.  No retry loop
+      // here (a full disk would spin): the next commit tries again.
+      s.owner_stored = Version{};
+      if (!s.local.empty()) s.local.back().persisted = false;
+      return;
+    }
+    persist_owner_latest(s);  // commits that arrived meanwhile
+  }
+
   void trim_local(Segment& s) {
     size_t keep = std::max<uint32_t>(1, s.cat.versions_kept);
     if (s.local.size() <= keep) return;
@@ -478,6 +565,7 @@ struct Engine::Impl {
       return t.header.name == s.cat.name && t.header.kind == uint8_t(DataKind::kReplicate);
     });
     s.xfer_active = false;
+    s.wire_xfer = 0;
     if (s.writer_handle) {
       auto it = handles.find(s.writer_handle);
       if (it != handles.end()) it->second.fenced = true;
@@ -506,10 +594,9 @@ struct Engine::Impl {
     if (inserted) {
       s.cat = in;
       s.cat.holders.clear();
-    } else if (in.epoch > s.cat.epoch ||
-               (in.epoch == s.cat.epoch && in.owner != s.cat.owner &&
-                (in.latest > s.cat.latest ||
-                 (in.latest == s.cat.latest && in.owner > s.cat.owner)))) {
+    } else if (in.epoch > s.cat.epoch || (in.epoch == s.cat.epoch && in.owner != s.cat.owner &&
+                                          (in.latest > s.cat.latest || (in.latest == s.cat.latest &&
+                                                                        in.owner > s.cat.owner)))) {
       bool was_owner = s.cat.owner == self();
       std::vector<HolderEntry> holders = std::move(s.cat.holders);
       Version latest = std::max(s.cat.latest, in.latest);
@@ -538,8 +625,8 @@ struct Engine::Impl {
     // Our own holdings are reported from local truth.
     std::erase_if(e.holders, [&](const HolderEntry& h) { return h.nodeid == self(); });
     if (!s.local.empty() && !s.local.back().version.empty() &&
-        !(s.cat.owner == self() && s.local.back().version.seq == 0 &&
-          s.local.size() == 1 && !s.local.back().persisted))
+        !(s.cat.owner == self() && s.local.back().version.seq == 0 && s.local.size() == 1 &&
+          !s.local.back().persisted))
       e.holders.push_back({self(), s.local.back().version});
     return e;
   }
@@ -576,7 +663,8 @@ struct Engine::Impl {
   // read the catalog to decide (open, pull, release, delete, read) wait too.
   bool syncing() const { return !sync_waiting.empty(); }
 
-  template <class T> bool defer_if_syncing(uint32_t from, const T& m) {
+  template <class T>
+  bool defer_if_syncing(uint32_t from, const T& m) {
     if (!syncing()) return false;
     deferred_msgs.push_back({from, m});
     return true;
@@ -658,12 +746,17 @@ struct Engine::Impl {
   }
 
   void schedule(Segment& s) {
-    if (!joined || !is_owner(s) || s.xfer_active || !has_checkpoint(s)) return;
+    if (!joined || !is_owner(s) || s.xfer_active || s.wire_xfer != 0 || !has_checkpoint(s)) return;
     const LocalCopy& latest = s.local.back();
     std::vector<uint32_t> tg = targets(s);
-    std::erase_if(s.sent, [&](auto& kv) {
-      return std::find(tg.begin(), tg.end(), kv.first) == tg.end();
-    });
+    std::erase_if(s.sent,
+                  [&](auto& kv) { return std::find(tg.begin(), tg.end(), kv.first) == tg.end(); });
+    if (now_ms < s.last_transfer_ms + kAckWaitMs) {
+      for (uint32_t t : tg) {
+        auto it = s.sent.find(t);
+        if (it != s.sent.end() && it->second > holder_version(s, t)) return;  // unacknowledged
+      }
+    }
     std::map<Version, std::vector<uint32_t>> by_base;  // current version -> targets
     std::vector<uint32_t> need_full;
     for (uint32_t t : tg) {
@@ -709,13 +802,15 @@ struct Engine::Impl {
       counters.full_transfers_sent++;
     }
     std::sort(x.header.targets.begin(), x.header.targets.end());
-    uint64_t total = TotalBytes(x.ranges);
     x.header.chunk_count = ChunkCount(x.ranges);
     for (uint32_t t : x.header.targets) {
       s.sent[t] = latest.version;
       if (x.header.base.empty()) s.force_full.erase(t);
     }
     s.xfer_active = true;
+    s.wire_xfer = x.header.xfer_id;
+    s.wire_since_ms = now_ms;
+    s.last_transfer_ms = now_ms;
     outgoing.push_back(std::move(x));
   }
 
@@ -782,6 +877,7 @@ struct Engine::Impl {
     Segment* s = find_live(x.header.name);
     if (!s) return;
     s->xfer_active = false;
+    s->wire_since_ms = now_ms;  // the wire timeout runs from the last chunk's emission
     schedule(*s);
   }
 
@@ -807,8 +903,8 @@ struct Engine::Impl {
     for (auto it = waiters.begin(); it != waiters.end();) {
       Segment* s = find_live(it->name);
       if (!s || s->cat.owner != self()) {
-        reply_status(it->conn_id, it->op, Err(Code::kFenced, "segment '" + it->name +
-                                                                  "' is no longer owned here"));
+        reply_status(it->conn_id, it->op,
+                     Err(Code::kFenced, "segment '" + it->name + "' is no longer owned here"));
         it = waiters.erase(it);
         continue;
       }
@@ -885,18 +981,30 @@ struct Engine::Impl {
         reply(c.conn_id, op, st, ipc::HelloResp{self(), ipc::kMaxMessageBytes});
         return;
       }
-      case ipc::kOpen: return op_open(c, body);
-      case ipc::kCommit: return op_commit(c, body);
-      case ipc::kFlush: return op_flush(c, body);
-      case ipc::kClose: return op_close(c, body);
-      case ipc::kPull: return op_pull(c, body);
-      case ipc::kRelease: return op_release(c, body);
-      case ipc::kRead: return op_read(c, body);
-      case ipc::kDelete: return op_delete(c, body);
-      case ipc::kStat: return op_stat(c, body);
-      case ipc::kList: return op_list(c, body);
-      case ipc::kVersions: return op_versions(c, body);
-      case ipc::kClusterStatus: return op_cluster_status(c, body);
+      case ipc::kOpen:
+        return op_open(c, body);
+      case ipc::kCommit:
+        return op_commit(c, body);
+      case ipc::kFlush:
+        return op_flush(c, body);
+      case ipc::kClose:
+        return op_close(c, body);
+      case ipc::kPull:
+        return op_pull(c, body);
+      case ipc::kRelease:
+        return op_release(c, body);
+      case ipc::kRead:
+        return op_read(c, body);
+      case ipc::kDelete:
+        return op_delete(c, body);
+      case ipc::kStat:
+        return op_stat(c, body);
+      case ipc::kList:
+        return op_list(c, body);
+      case ipc::kVersions:
+        return op_versions(c, body);
+      case ipc::kClusterStatus:
+        return op_cluster_status(c, body);
       default:
         reply_status(c.conn_id, op,
                      Err(Code::kProtocol, "unknown IPC request " + std::to_string(op)));
@@ -941,7 +1049,8 @@ struct Engine::Impl {
       bool holders_live = false;
       for (auto& h : s->cat.holders)
         if (live(h.nodeid) && !h.version.empty()) holders_live = true;
-      if (req.flags & CKPT_OPEN_PULL) return start_pull(c, ipc::kOpen, req.name, req.pull_timeout_ms, &req);
+      if (req.flags & CKPT_OPEN_PULL)
+        return start_pull(c, ipc::kOpen, req.name, req.pull_timeout_ms, &req);
       bool owner_gone = s->cat.owner == 0 || !live(s->cat.owner) || s->cat.owner == self();
       if ((req.flags & CKPT_OPEN_CREATE) && owner_gone && !holders_live)
         return start_claim(c, req, s->cat.epoch);
@@ -970,8 +1079,8 @@ struct Engine::Impl {
                                       " is above max-segment-size " +
                                       std::to_string(cfg.max_segment_bytes));
     if (bytes_held() + size > cfg.max_total_bytes)
-      return Err(Code::kNoSpace, "max-total-bytes (" + std::to_string(cfg.max_total_bytes) +
-                                     ") would be exceeded");
+      return Err(Code::kNoSpace,
+                 "max-total-bytes (" + std::to_string(cfg.max_total_bytes) + ") would be exceeded");
     return Status::Ok();
   }
 
@@ -1012,9 +1121,9 @@ struct Engine::Impl {
     ipc::CommitReq req;
     std::span<const uint8_t> data;
     Status st = ipc::DecodeRequest(body, &req, &data);
-    bool sync_reply = st.ok() ? (req.flags & ipc::kCommitSync) &&
-                                    !(req.flags & ipc::kCommitMorePartsFollow)
-                              : true;
+    bool sync_reply =
+        st.ok() ? (req.flags & ipc::kCommitSync) && !(req.flags & ipc::kCommitMorePartsFollow)
+                : true;
     auto fail = [&](Status why, Handle* h) {
       if (sync_reply) return reply_status(c.conn_id, ipc::kCommit, why);
       if (h) {
@@ -1075,32 +1184,17 @@ struct Engine::Impl {
     }
     // Persist the owner's copy (delta on the previous stored version when possible).
     size_t idx = s->local.size() - 1;
+    push_history(*s, replaced, v, ranges);
     if (in_place) {
-      // The previous version was replaced in memory: store v at once (a restarted owner must not
-      // come back older than what it replicated), as a delta on the replaced version when the
-      // store has it, else whole; then drop the older files.
-      StoreOp op;
-      op.meta.name = s->cat.name;
-      op.version = v;
-      op.image = s->local.back().image;
-      op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
-      op.kind = replaced_stored ? StoreOp::kPutDelta : StoreOp::kPutFull;
-      if (replaced_stored) {
-        op.base = replaced;
-        op.ranges = ranges;
-      }
-      store_op(std::move(op));
-      StoreOp prune;
-      prune.kind = StoreOp::kPrune;
-      prune.meta.name = s->cat.name;
-      prune.version = v;
-      store_op(std::move(prune));
-      s->local.back().persisted = true;
+      // The previous version was replaced in memory; the store catches up (coalesced).
+      // With no op in flight the store holds the replaced version iff it was persisted.
+      if (s->owner_persist_token == 0) s->owner_stored = replaced_stored ? replaced : Version{};
+      s->local.back().persisted = false;
+      persist_owner_latest(*s);
     } else {
       persist_version(*s, idx, &ranges, 0);
       trim_local(*s);
     }
-    push_history(*s, replaced, v, ranges);
     s->cat.latest = v;
     set_holder(*s, self(), v);
     s->global_dirty = cfg.has_global_dir;
@@ -1184,8 +1278,8 @@ struct Engine::Impl {
     if (s && is_owner(*s) && s->owner_confirmed && has_checkpoint(*s)) {
       // Already the owner: restore the committed version into local storage (no network).
       if (s->writer_handle)
-        return finish_pending(rid, Err(Code::kBusy, "segment '" + name +
-                                                        "' is open for writing by a process"));
+        return finish_pending(
+            rid, Err(Code::kBusy, "segment '" + name + "' is open for writing by a process"));
       p.stage = Pending::kInstalling;
       p.want = s->local.back().version;
       counters.local_restores++;
@@ -1207,8 +1301,8 @@ struct Engine::Impl {
         store_op(std::move(lg));
         return;
       }
-      return finish_pending(rid, Status(Code::kNoCheckpoint, "no checkpoint of '" + name +
-                                                                  "' exists on any live node"));
+      return finish_pending(rid, Status(Code::kNoCheckpoint,
+                                        "no checkpoint of '" + name + "' exists on any live node"));
     }
     send_claim(rid, s->cat, s->cat.epoch, 0);
   }
@@ -1316,8 +1410,9 @@ struct Engine::Impl {
     Segment* s = FindOrReply(c, ipc::kDelete, req.name);
     if (!s) return;
     if (c.uid != 0 && c.uid != s->cat.uid)
-      return reply_status(c.conn_id, ipc::kDelete,
-                          Err(Code::kPermission, "only the segment's owner uid or root may delete"));
+      return reply_status(
+          c.conn_id, ipc::kDelete,
+          Err(Code::kPermission, "only the segment's owner uid or root may delete"));
     if (s->writer_handle)
       return reply_status(c.conn_id, ipc::kDelete,
                           Err(Code::kBusy, "segment '" + req.name + "' is open for writing"));
@@ -1380,8 +1475,8 @@ struct Engine::Impl {
       return serve_read(c, req);
     if (!req.has_version && best.empty()) {
       if (!s->local.empty() && has_checkpoint(*s)) return serve_read(c, req);
-      return reply(c.conn_id, ipc::kRead, Status(Code::kNoCheckpoint, "no live holder has a version"),
-                   ipc::ReadResp{});
+      return reply(c.conn_id, ipc::kRead,
+                   Status(Code::kNoCheckpoint, "no live holder has a version"), ipc::ReadResp{});
     }
     if (!req.has_version && !s->local.empty() && s->local.back().version >= best &&
         has_checkpoint(*s))
@@ -1397,8 +1492,8 @@ struct Engine::Impl {
     if (from.empty())
       return reply_status(c.conn_id, ipc::kRead,
                           Err(Code::kNotFound, "no live node holds version " + want.ToString()));
-    uint32_t rid = new_pending(Pending::kRead, Pending::kFetching, c, ipc::kRead, req.name,
-                               req.timeout_ms);
+    uint32_t rid =
+        new_pending(Pending::kRead, Pending::kFetching, c, ipc::kRead, req.name, req.timeout_ms);
     Pending& p = pending[rid];
     p.read = req;
     p.want = want;
@@ -1587,8 +1682,8 @@ struct Engine::Impl {
       if (!mine) drop_local(*s, false);
     }
     if (was_owner && !mine)
-      lose_ownership(*s, Err(Code::kFenced, "segment '" + m.name + "' was taken over by " +
-                                                node_name(from)));
+      lose_ownership(
+          *s, Err(Code::kFenced, "segment '" + m.name + "' was taken over by " + node_name(from)));
     // Abort inbound transfers of the old epoch.
     std::erase_if(inbound, [&](auto& kv) {
       return kv.second.header.name == m.name &&
@@ -1633,8 +1728,8 @@ struct Engine::Impl {
       if (!s->local.empty() && has_checkpoint(*s)) {
         who = {self()};
       } else {
-        return finish_pending(rid, Err(Code::kUnavailable,
-                                       "no live holder of '" + p.name + "' could provide it"));
+        return finish_pending(
+            rid, Err(Code::kUnavailable, "no live holder of '" + p.name + "' could provide it"));
       }
     }
     if (who.front() == self()) {
@@ -1698,8 +1793,8 @@ struct Engine::Impl {
         uint32_t rid = it->second.front();
         it->second.erase(it->second.begin());
         finish_pending(rid, applied ? Status::Ok()
-                                    : Err(Code::kConflict, "segment '" + m.name +
-                                                               "' changed owner during delete"));
+                                    : Err(Code::kConflict,
+                                          "segment '" + m.name + "' changed owner during delete"));
       }
     }
   }
@@ -1761,25 +1856,38 @@ struct Engine::Impl {
     if (!s) return finish_pending(rid, Err(Code::kNotFound, "segment vanished"));
     if (p.kind == Pending::kRead) {
       for (auto& h : s->cat.holders)
-        if (live(h.nodeid) && h.nodeid != self() && !p.tried.count(h.nodeid) &&
-            h.version >= p.want)
+        if (live(h.nodeid) && h.nodeid != self() && !p.tried.count(h.nodeid) && h.version >= p.want)
           return send_fetch(rid, h.nodeid, p.read.has_version ? p.want : Version{});
       if (!p.checksum_failed)
-        return finish_pending(rid, Err(Code::kNotFound, "no live node holds version " +
-                                                            p.want.ToString()));
-      return finish_pending(rid, Err(Code::kCorrupt, "no holder could serve version " +
-                                                         p.want.ToString()));
+        return finish_pending(
+            rid, Err(Code::kNotFound, "no live node holds version " + p.want.ToString()));
+      return finish_pending(
+          rid, Err(Code::kCorrupt, "no holder could serve version " + p.want.ToString()));
     }
     auto [best, who] = best_holders(*s, p.tried);
     if (who.empty())
-      return finish_pending(rid, Err(Code::kCorrupt, "every copy of '" + p.name +
-                                                         "' was unavailable or failed its checksum"));
+      return finish_pending(
+          rid, Err(Code::kCorrupt,
+                   "every copy of '" + p.name + "' was unavailable or failed its checksum"));
     if (who.front() == self()) return choose_source(rid);
     p.want = best;
     send_fetch(rid, who.front(), best);
   }
 
   void on_data(uint32_t from, const Decoded& d) {
+    apply_data(from, d);
+    const DataHeader& h = d.data;
+    if (from == self() && h.kind == uint8_t(DataKind::kReplicate) &&
+        h.chunk_index + 1 == h.chunk_count) {
+      Segment* s = find_live(h.name);
+      if (s && s->wire_xfer == h.xfer_id) {  // our transfer left corosync: send what queued up
+        s->wire_xfer = 0;
+        schedule(*s);
+      }
+    }
+  }
+
+  void apply_data(uint32_t from, const Decoded& d) {
     const DataHeader& h = d.data;
     auto key = std::make_pair(from, h.xfer_id);
     if (h.chunk_index == 0) {
@@ -1911,7 +2019,23 @@ struct Engine::Impl {
       s->global_dirty = true;
   }
 
+  void flush_acks() {
+    for (AckMsg& a : staged_acks) {
+      Segment* s = find_live(a.name);
+      if (s && std::any_of(s->local.begin(), s->local.end(),
+                           [&](const LocalCopy& c) { return c.version == a.version; }))
+        send(a);
+    }
+    staged_acks.clear();
+  }
+
   void store_done(uint64_t token, const Status& st) {
+    if (auto it = token_to_owner_persist.find(token); it != token_to_owner_persist.end()) {
+      std::string name = std::move(it->second);
+      token_to_owner_persist.erase(it);
+      owner_persist_done(name, token, st);
+      return;
+    }
     if (auto it = token_to_ack.find(token); it != token_to_ack.end()) {
       AckAfterStore a = it->second;
       token_to_ack.erase(it);
@@ -1922,7 +2046,7 @@ struct Engine::Impl {
         return;
       }
       if (s) set_holder(*s, self(), a.version);
-      send(AckMsg{a.name, a.version, uint32_t(AckStatus::kStored)});
+      staged_acks.push_back({a.name, a.version, uint32_t(AckStatus::kStored)});
       return;
     }
     auto it = token_to_request.find(token);
@@ -1946,12 +2070,12 @@ struct Engine::Impl {
     if (pit == pending.end()) return;
     Pending& p = pit->second;
     if (!loaded.ok())
-      return finish_pending(rid, Err(loaded.status().code(),
-                                     "global copy unusable: " + loaded.status().ToString()));
+      return finish_pending(
+          rid, Err(loaded.status().code(), "global copy unusable: " + loaded.status().ToString()));
     if (!loaded.value() || loaded.value()->versions.empty())
-      return finish_pending(rid, Status(Code::kNoCheckpoint,
-                                        "no checkpoint of '" + p.name +
-                                            "' on any live node or in the global directory"));
+      return finish_pending(
+          rid, Status(Code::kNoCheckpoint, "no checkpoint of '" + p.name +
+                                               "' on any live node or in the global directory"));
     if (!joined) return finish_pending(rid, unavailable());
     LoadedSegment g = std::move(*loaded.value());
     Segment* s = find(p.name);
@@ -2022,8 +2146,10 @@ struct Engine::Impl {
     deferred_calls.clear();
     inbound.clear();
     outgoing.clear();
+    staged_acks.clear();
     for (auto& [name, s] : segs) {
       s.xfer_active = false;
+      s.wire_xfer = 0;
       s.sent.clear();
     }
     std::vector<uint32_t> ids;
@@ -2049,10 +2175,10 @@ struct Engine::Impl {
     now_ms = now;
     for (auto it = waiters.begin(); it != waiters.end();) {
       if (now >= it->deadline_ms) {
-        reply_status(it->conn_id, it->op,
-                     Err(Code::kTimeout, "replicas did not acknowledge version " +
-                                             it->version.ToString() + " of '" + it->name +
-                                             "' in time"));
+        reply_status(
+            it->conn_id, it->op,
+            Err(Code::kTimeout, "replicas did not acknowledge version " + it->version.ToString() +
+                                    " of '" + it->name + "' in time"));
         it = waiters.erase(it);
       } else {
         ++it;
@@ -2073,13 +2199,22 @@ struct Engine::Impl {
         retry_fetch(rid);
     }
     std::erase_if(read_cache, [&](auto& kv) { return now >= kv.second.expires_ms; });
+    for (auto& [name, s] : segs) {
+      if (s.wire_xfer != 0 && !s.xfer_active && now >= s.wire_since_ms + kWireTimeoutMs) {
+        s.wire_xfer = 0;  // its final chunk never came back (a message lost by the transport)
+        schedule(s);
+      } else if (s.last_transfer_ms != 0 && now >= s.last_transfer_ms + kAckWaitMs && is_owner(s)) {
+        schedule(s);  // a target never acknowledged: stop waiting for it
+      }
+    }
     if (cfg.has_global_dir && now >= next_global_ms_) {
       next_global_ms_ = now + 1000;
       for (auto& [name, s] : segs) {
         if (!s.global_dirty || s.cat.deleted || !has_checkpoint(s)) continue;
         s.global_dirty = false;
         auto tg = targets(s);
-        bool writer = (!tg.empty() && tg.front() == self()) || (tg.empty() && s.cat.owner == self());
+        bool writer =
+            (!tg.empty() && tg.front() == self()) || (tg.empty() && s.cat.owner == self());
         if (!writer) continue;
         StoreOp op;
         op.kind = StoreOp::kPutGlobal;
@@ -2097,8 +2232,8 @@ struct Engine::Impl {
       Segment* s = find_live(name);
       std::string want;
       if (s && joined && !s->cat.deleted) {
-        Version mine = !s->local.empty() && has_checkpoint(*s) ? s->local.back().version
-                                                               : Version{};
+        Version mine =
+            !s->local.empty() && has_checkpoint(*s) ? s->local.back().version : Version{};
         if (!mine.empty() && mine.epoch == s->cat.epoch) want = "100";
       }
       auto it = published_attrs.find(name);
@@ -2139,7 +2274,9 @@ Engine::Engine(EngineConfig config) : impl_(std::make_unique<Impl>(std::move(con
 }
 Engine::~Engine() = default;
 
-void Engine::LoadFromStore(std::vector<LoadedSegment> segments) { impl_->load(std::move(segments)); }
+void Engine::LoadFromStore(std::vector<LoadedSegment> segments) {
+  impl_->load(std::move(segments));
+}
 void Engine::OnView(const CpgView& view) { impl_->view(view); }
 void Engine::OnDeliver(uint32_t nodeid, uint32_t, std::span<const uint8_t> message) {
   impl_->deliver(nodeid, message);
@@ -2156,6 +2293,7 @@ void Engine::OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>>
 void Engine::OnTick(uint64_t now_ms) { impl_->tick(now_ms); }
 
 Ready Engine::TakeReady(size_t send_budget_bytes) {
+  impl_->flush_acks();
   impl_->fill_sends(send_budget_bytes);
   impl_->publish_attributes();
   Ready r = std::move(impl_->ready);

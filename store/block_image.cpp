@@ -1,6 +1,7 @@
 #include "store/block_image.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace ckpt {
@@ -75,6 +76,10 @@ void BlockImage::Write(uint64_t offset, std::span<const uint8_t> data) {
       std::memcpy(fresh->data.get() + in_block + n, b->data.get() + in_block + n,
                   len - in_block - n);
       b = std::move(fresh);
+    } else {
+      // Sole owner now.  Pairs with the release of the last other owner's reference (maybe a
+      // snapshot dropped by the store worker thread): its reads happen before our writes.
+      std::atomic_thread_fence(std::memory_order_acquire);
     }
     std::memcpy(b->data.get() + in_block, src, n);
     sums_[i] = Checksum64(b->data.get(), len);

@@ -1,8 +1,8 @@
 // Seeded randomized scenarios: random commits, crashes, restarts, pulls, partitions and heals with
 // random (legal) interleavings; invariants are checked after the cluster quiesces.
-#include <cstdlib>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 
 #include "tests/unit/replication/test_util.hpp"
@@ -54,8 +54,9 @@ struct Scenario {
     auto& h = history[name];
     auto it = h.find(v);
     if (it != h.end()) {
-      if (it->second != bytes) ADD_FAILURE() << "version " << v.ToString() << " of " << name
-                                            << " exists with two different contents";
+      if (it->second != bytes)
+        ADD_FAILURE() << "version " << v.ToString() << " of " << name
+                      << " exists with two different contents";
       return;
     }
     h[v] = std::move(bytes);
@@ -197,14 +198,18 @@ struct Scenario {
 
   void Step() {
     int r = int(rng() % 100);
-    if (r < 45) DoCommit();
-    else if (r < 60) DoPull();
-    else if (r < 68) Crash();
-    else if (r < 78) Restart();
+    if (r < 45)
+      DoCommit();
+    else if (r < 60)
+      DoPull();
+    else if (r < 68)
+      Crash();
+    else if (r < 78)
+      Restart();
     else if (r < 83) {
       if (with_partitions) PartitionOrHeal();
-    }
-    else if (r < 88) sim->Tick(1000 + rng() % 5000);
+    } else if (r < 88)
+      sim->Tick(1000 + rng() % 5000);
     Settle();
   }
 
@@ -263,9 +268,9 @@ struct Scenario {
     for (uint32_t id = 1; id <= sim->size(); id++) {
       EXPECT_EQ(sim->node(id).acks_without_persist, 0u) << id;
       EXPECT_EQ(sim->node(id).store.delta_without_base, 0u)
-          << "node " << id << ": " << (sim->node(id).store.violations.empty()
-                                           ? std::string()
-                                           : sim->node(id).store.violations[0]);
+          << "node " << id << ": "
+          << (sim->node(id).store.violations.empty() ? std::string()
+                                                     : sim->node(id).store.violations[0]);
     }
   }
 };

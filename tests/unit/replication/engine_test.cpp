@@ -58,7 +58,8 @@ TEST(EngineTest, CreateCommitReplicatesToTargets) {
   ApplyPieces(model, p2);
   ExpectReplicated(*s, "seg-a", model, v, 2);
   // Sync commit returned only after both targets acknowledged.
-  for (uint32_t t : s->engine(1).ReplicaTargets("seg-a")) EXPECT_EQ(s->engine(1).HolderVersion("seg-a", t), v);
+  for (uint32_t t : s->engine(1).ReplicaTargets("seg-a"))
+    EXPECT_EQ(s->engine(1).HolderVersion("seg-a", t), v);
   EXPECT_EQ(s->engine(1).HolderVersion("seg-a", 1), v);
   for (uint32_t id = 1; id <= 4; id++) EXPECT_EQ(s->node(id).acks_without_persist, 0u);
 }
@@ -106,8 +107,12 @@ TEST(EngineTest, ChunkReassemblyAndAtomicMultiPartCommit) {
       else
         FAIL() << "unexpected version " << lv->ToString();
       for (auto& [ver, img] : s->node(id).store.segs["chunky"].versions) {
-        if (ver == v2) ASSERT_TRUE(Bytes(img) == next);
-        if (ver == v1) ASSERT_TRUE(Bytes(img) == model);
+        if (ver == v2) {
+          ASSERT_TRUE(Bytes(img) == next);
+        }
+        if (ver == v1) {
+          ASSERT_TRUE(Bytes(img) == model);
+        }
       }
     }
   }
@@ -152,6 +157,55 @@ TEST(EngineTest, DeltaAfterFirstFullCopyAndFullCopyForNewTarget) {
   EXPECT_EQ(c3.full_transfers_sent, 2u);
   EXPECT_EQ(c3.payload_bytes_sent - c2.payload_bytes_sent, size);
   ExpectReplicated(*s, "delta", model, v, 1);
+}
+
+// While a transfer is still in corosync (its last chunk not yet delivered back to the owner),
+// further commits do not each become a message: they coalesce into one delta of their union.
+// The owner's own store writes coalesce the same way while one is in flight.
+TEST(EngineTest, CommitsCoalesceWhileATransferIsOnTheWire) {
+  auto s = Cluster(3);
+  const uint64_t size = 256 * 1024;
+  Client c = Create(*s, 1, 11, "burst", size, {.replicas = 2});
+  std::vector<uint8_t> model(size, 0);
+  std::vector<Piece> all = {{0, Pattern(size, 1)}};
+  Version v;
+  ASSERT_TRUE(c.Commit(all, true, &v).ok());
+  ApplyPieces(model, all);
+  const EngineCounters before = s->engine(1).counters();
+  auto data_messages = [&] {
+    size_t n = 0;
+    for (auto& m : s->captured) {
+      Decoded d;
+      if (Decode(m, &d).ok() && d.type == MsgType::kData) n++;
+    }
+    return n;
+  };
+  s->capture = true;
+  s->hold_deliveries = true;
+  s->node(1).store.stall = true;  // the owner's disk is slow too
+  const size_t store_ops_before = s->node(1).store.log.size();
+  for (int i = 0; i < 20; i++) {
+    std::vector<Piece> p = {{uint64_t(i) * 1000, Pattern(100, 10 + i)}};
+    c.SendCommit(p, 0, 0);
+    ApplyPieces(model, p);
+    s->Step();
+  }
+  EXPECT_EQ(data_messages(), 1u) << "only the first commit went out while it was on the wire";
+  EXPECT_LE(s->node(1).store.log.size() - store_ops_before, 2u)
+      << "one owner write (and its prune) in flight, the rest waits";
+  s->hold_deliveries = false;
+  s->Unstall(1);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_EQ(data_messages(), 2u) << "then one delta carrying the other 19 commits";
+  const EngineCounters after = s->engine(1).counters();
+  EXPECT_EQ(after.payload_bytes_sent - before.payload_bytes_sent, 2000u)
+      << "first commit (100 B) + union of 19 (1900 B): nothing twice";
+  Version latest = *s->engine(1).LocalVersion("burst");
+  EXPECT_EQ(latest.seq, v.seq + 20);
+  ExpectReplicated(*s, "burst", model, latest, 2);
+  ASSERT_TRUE(s->node(1).store.Latest("burst").has_value());
+  EXPECT_EQ(*s->node(1).store.Latest("burst"), latest) << "the owner's store caught up";
+  EXPECT_EQ(s->node(1).store.delta_without_base, 0u);
 }
 
 TEST(EngineTest, ReplicaCrashRestoresReplicaCount) {
@@ -295,7 +349,8 @@ TEST(EngineTest, PartitionedOldOwnerIsFencedAndItsDataRejected) {
   Version nv;
   ASSERT_TRUE(w.Commit(q, true, &nv).ok());
   ApplyPieces(model, q);
-  uint64_t stale_before = s->engine(2).counters().stale_rejected + s->engine(3).counters().stale_rejected;
+  uint64_t stale_before =
+      s->engine(2).counters().stale_rejected + s->engine(3).counters().stale_rejected;
   s->HealAll();
   ASSERT_TRUE(s->Pump());
   for (uint32_t id = 1; id <= 3; id++) {
@@ -305,7 +360,8 @@ TEST(EngineTest, PartitionedOldOwnerIsFencedAndItsDataRejected) {
     EXPECT_EQ(m->epoch, new_epoch) << id;
   }
   ExpectReplicated(*s, "part", model, nv, 1);
-  uint64_t stale_after = s->engine(2).counters().stale_rejected + s->engine(3).counters().stale_rejected;
+  uint64_t stale_after =
+      s->engine(2).counters().stale_rejected + s->engine(3).counters().stale_rejected;
   EXPECT_GT(stale_after, stale_before) << "the old owner's DATA was rejected";
   EXPECT_EQ(c.Commit({{0, Pattern(10, 3)}}, true).code(), Code::kFenced);
   ASSERT_TRUE(c.Commit({{0, Pattern(10, 3)}}, false).ok());
@@ -527,28 +583,29 @@ TEST(EngineTest, GarbageFromPeersIsDroppedAndCounted) {
   ASSERT_GT(captured.size(), 5u);
   Snapshot before = Take(*s, {"g"});
   std::vector<uint64_t> dropped0;
-  for (uint32_t id = 1; id <= 3; id++) dropped0.push_back(s->engine(id).counters().messages_dropped);
+  for (uint32_t id = 1; id <= 3; id++)
+    dropped0.push_back(s->engine(id).counters().messages_dropped);
 
   std::vector<std::vector<uint8_t>> bad;
   std::mt19937_64 rng(1234);
-  bad.push_back(Pattern(100, 5));                                     // random bytes
-  bad.push_back({});                                                  // empty
-  bad.push_back({0x43, 0x4b, 0x50});                                  // shorter than a header
+  bad.push_back(Pattern(100, 5));     // random bytes
+  bad.push_back({});                  // empty
+  bad.push_back({0x43, 0x4b, 0x50});  // shorter than a header
   for (auto& m : captured) {
-    std::vector<uint8_t> t(m.begin(), m.begin() + m.size() / 2);     // truncated
+    std::vector<uint8_t> t(m.begin(), m.begin() + m.size() / 2);  // truncated
     bad.push_back(t);
-    std::vector<uint8_t> f = m;                                       // flipped byte
+    std::vector<uint8_t> f = m;  // flipped byte
     f[rng() % f.size()] ^= uint8_t(1 + rng() % 255);
     bad.push_back(f);
   }
   {
-    std::vector<uint8_t> u = captured[0];                             // unknown type
+    std::vector<uint8_t> u = captured[0];  // unknown type
     u[6] = 77;
     bad.push_back(Reseal(u));
-    std::vector<uint8_t> v = captured[0];                             // bad wire version
+    std::vector<uint8_t> v = captured[0];  // bad wire version
     v[4] = 9;
     bad.push_back(Reseal(v));
-    std::vector<uint8_t> l = captured[0];                             // absurd body length
+    std::vector<uint8_t> l = captured[0];  // absurd body length
     store_le32(l.data() + 8, 0xfffffff0u);
     bad.push_back(l);
     std::vector<uint8_t> magic = Reseal(captured[0]);
@@ -629,9 +686,9 @@ TEST(EngineTest, GarbageFromPeersIsDroppedAndCounted) {
 TEST(EngineTest, GarbageIpcBodies) {
   auto s = Cluster(3);
   Client c(*s, 1, 11);
-  const int32_t ops[] = {ipc::kHello, ipc::kOpen, ipc::kCommit, ipc::kFlush, ipc::kClose,
-                         ipc::kPull, ipc::kRelease, ipc::kRead, ipc::kDelete, ipc::kStat,
-                         ipc::kList, ipc::kVersions};
+  const int32_t ops[] = {ipc::kHello,  ipc::kOpen, ipc::kCommit,  ipc::kFlush,
+                         ipc::kClose,  ipc::kPull, ipc::kRelease, ipc::kRead,
+                         ipc::kDelete, ipc::kStat, ipc::kList,    ipc::kVersions};
   std::mt19937_64 rng(7);
   for (int32_t op : ops) {
     std::vector<std::vector<uint8_t>> bodies = {{}, {1}, {2, 0}, Pattern(50, op)};

@@ -479,6 +479,7 @@ bool Sim::Step() {
   for (uint32_t id : order) progress |= Complete(node(id));
   std::vector<int> rings;
   for (auto& [id, r] : rings_) rings.push_back(id);
+  if (hold_deliveries) return progress;
   for (int id : rings)
     if (rings_.count(id)) progress |= DeliverSome(id);
   return progress;

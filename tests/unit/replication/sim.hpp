@@ -52,7 +52,8 @@ class FakeStore {
     bool has_meta = false;
     std::map<Version, BlockImage> versions;
   };
-  // Fault injection: the next `count` ops (of `kind`, when set) fail with `code` and change nothing.
+  // Fault injection: the next `count` ops (of `kind`, when set) fail with `code` and change
+  // nothing.
   struct Fault {
     int count = 0;
     Code code = Code::kIo;
@@ -151,7 +152,7 @@ class Sim {
   // Merges every ring into one.
   void HealAll();
   int RingOf(uint32_t id) const { return nodes_.at(id)->ring; }
-  std::vector<uint32_t> LiveIds() const;          // up and connected
+  std::vector<uint32_t> LiveIds() const;  // up and connected
   std::vector<uint32_t> RingMembers(int ring) const;
 
   // Multicasts raw bytes as if `from` had sent them (to from's ring).
@@ -165,6 +166,8 @@ class Sim {
   uint64_t now() const { return now_ms_; }
 
   void SetShuffle(uint64_t seed) { rng_.emplace(seed); }
+  // While set, Step() sends and completes but delivers nothing (messages wait in corosync).
+  bool hold_deliveries = false;
   // Every message multicast so far (for fuzzing), if capturing.
   bool capture = false;
   std::vector<std::vector<uint8_t>> captured;
@@ -230,11 +233,13 @@ class Client {
   void SendRaw(int32_t op, std::span<const uint8_t> body);
 
   // Pumps until quiescent and decodes the oldest reply (status kInternal "no reply" if none).
-  template <class T> Status Wait(T* out) {
+  template <class T>
+  Status Wait(T* out) {
     sim_.Pump();
     return Take(out);
   }
-  template <class T> Status Take(T* out) {
+  template <class T>
+  Status Take(T* out) {
     auto r = sim_.TakeReply(node_, caller_.conn_id);
     if (!r) return Err(Code::kInternal, "no reply");
     last_op = r->op;

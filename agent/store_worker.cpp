@@ -1,0 +1,195 @@
+#include "agent/store_worker.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/status.hpp"
+
+namespace ckpt::agent {
+namespace {
+
+// Bytes an operation writes (its weight in the backlog bound).
+uint64_t WeightOf(const repl::StoreOp& op) {
+  using K = repl::StoreOp;
+  switch (op.kind) {
+    case K::kPutFull:
+    case K::kPutGlobal:
+    case K::kInstallLocal:
+      return op.image.size();
+    case K::kPutDelta: {
+      uint64_t n = 0;
+      for (const ByteRange& r : op.ranges) n += r.length;
+      return n;
+    }
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StoreWorker>> StoreWorker::Start(SegmentStore* store, qb_loop_t* loop,
+                                                        DoneFn on_done) {
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return Err(Code::kIo, std::string("eventfd: ") + std::strerror(errno));
+  std::unique_ptr<StoreWorker> w(new StoreWorker(store, loop, std::move(on_done), fd));
+  // HIGH like CPG deliveries: completions release acknowledgements and replies.
+  int rc = qb_loop_poll_add(loop, QB_LOOP_HIGH, fd, POLLIN, w.get(), &StoreWorker::OnEvent);
+  if (rc != 0) {
+    close(fd);  // no thread was started: the destructor has nothing to join
+    return Err(Code::kIo, std::string("store worker poll: ") + std::strerror(-rc));
+  }
+  w->thread_ = std::thread([p = w.get()] { p->ThreadMain(); });
+  return w;
+}
+
+StoreWorker::StoreWorker(SegmentStore* store, qb_loop_t* loop, DoneFn on_done, int event_fd)
+    : store_(store), loop_(loop), on_done_(std::move(on_done)), event_fd_(event_fd) {}
+
+StoreWorker::~StoreWorker() {
+  if (thread_.joinable()) {
+    Drain();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_cv_.notify_all();
+    thread_.join();
+    qb_loop_poll_del(loop_, event_fd_);
+    close(event_fd_);
+  }
+}
+
+uint64_t StoreWorker::Submit(repl::StoreOp op) {
+  Job job;
+  job.seq = ++submitted_seq_;
+  job.bytes = WeightOf(op);
+  job.op = std::move(op);
+  backlog_bytes_ += job.bytes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(job));
+  }
+  work_cv_.notify_one();
+  return submitted_seq_;
+}
+
+void StoreWorker::Drain() {
+  CKPT_ASSERT(!delivering_);  // never from inside a completion callback
+  while (!idle()) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, [&] { return !finished_.empty(); });
+    }
+    Deliver();
+  }
+}
+
+void StoreWorker::ThreadMain() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stop_ and nothing left
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    Completion done = Run(job);
+    job.op.image = BlockImage();  // drop the snapshot here, not on the loop thread
+    bool was_empty;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      was_empty = finished_.empty();
+      finished_.push_back(std::move(done));
+    }
+    done_cv_.notify_all();
+    if (was_empty) {
+      uint64_t one = 1;
+      ssize_t n = write(event_fd_, &one, sizeof one);
+      (void)n;  // EAGAIN only when the counter is saturated: the loop is woken anyway
+    }
+  }
+}
+
+StoreWorker::Completion StoreWorker::Run(Job& job) {
+  using K = repl::StoreOp;
+  repl::StoreOp& op = job.op;
+  Completion c;
+  c.seq = job.seq;
+  c.kind = op.kind;
+  c.name = op.meta.name;
+  c.version = op.version;
+  c.token = op.token;
+  c.bytes = job.bytes;
+  const std::string& name = op.meta.name;
+  switch (op.kind) {
+    case K::kPutMeta:
+      c.status = store_->PutMeta(op.meta, op.fsync);
+      break;
+    case K::kPutFull:
+      c.status = store_->PutFull(name, op.version, op.image, op.fsync);
+      break;
+    case K::kPutDelta:
+      c.status = store_->PutDelta(name, op.version, op.base, op.ranges, op.image, op.fsync);
+      break;
+    case K::kPrune:
+      c.status = store_->Prune(name, op.version);
+      break;
+    case K::kDropSegment:
+      c.status = store_->DropSegment(name, store_->has_global());
+      break;
+    case K::kPutGlobal:
+      c.status = store_->PutGlobal(op.meta, op.version, op.image);
+      break;
+    case K::kLoadGlobal:
+      c.loaded = store_->LoadGlobal(name);
+      c.status = c.loaded->ok() ? Status::Ok() : c.loaded->status();
+      break;
+    case K::kInstallLocal:
+      c.status = store_->InstallLocal(name, op.image, op.meta.uid, op.meta.gid, op.meta.mode);
+      break;
+    case K::kEnsureLocal:
+      c.status = store_->EnsureLocal(name, op.meta.size, op.meta.uid, op.meta.gid, op.meta.mode);
+      break;
+    case K::kRemoveLocal:
+      c.status = store_->RemoveLocal(name);
+      break;
+  }
+  return c;
+}
+
+void StoreWorker::Deliver() {
+  if (delivering_) return;  // on_done re-entered us (e.g. through Drain); the outer call continues
+  delivering_ = true;
+  for (;;) {
+    std::vector<Completion> batch;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(finished_);
+    }
+    if (batch.empty()) break;
+    for (const Completion& c : batch) {
+      CKPT_ASSERT(c.seq == completed_seq_ + 1);
+      completed_seq_ = c.seq;
+      CKPT_ASSERT(backlog_bytes_ >= c.bytes);
+      backlog_bytes_ -= c.bytes;
+    }
+    on_done_(batch);
+  }
+  delivering_ = false;
+}
+
+int32_t StoreWorker::OnEvent(int32_t fd, int32_t, void* data) {
+  uint64_t n;
+  while (read(fd, &n, sizeof n) > 0) {
+  }
+  static_cast<StoreWorker*>(data)->Deliver();
+  return 0;
+}
+
+}  // namespace ckpt::agent
