@@ -1,4 +1,5 @@
 // ckptd: the replicated checkpoint daemon.  See agent/daemon.hpp and ckptd(8).
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,6 +11,13 @@
 
 int main(int argc, char** argv) {
   using namespace ckpt::agent;
+  // ckptd allocates and frees the same sizes over and over (64 KiB image blocks, ~1 MiB DATA
+  // messages, commit parts of up to 4 MiB).  glibc's defaults hand such memory back to the kernel
+  // and fault it in again on the next commit; page faults dominate the cost of a copy on
+  // virtual machines.  Keep up to 32 MiB of freed memory and serve blocks below 16 MiB from the
+  // heap (fixed thresholds also stop glibc's dynamic mmap threshold from drifting).
+  mallopt(M_MMAP_THRESHOLD, 16 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
   auto parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) {
     std::fprintf(stderr, "ckptd: %s\n", parsed.status().ToString().c_str());

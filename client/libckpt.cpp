@@ -195,7 +195,7 @@ void PollEvents(ckpt_client* c) {
 // Sends one request, retrying a full ring until `deadline`.  Events are drained meanwhile so
 // ckptd is never blocked on our event ring.
 Status SendRetrying(ckpt_client* c, const iovec* iov, size_t n, Clock::time_point deadline) {
-  long backoff_us = 50;
+  long backoff_us = 10;  // ckptd frees ring room within tens of microseconds when it keeps up
   for (;;) {
     ssize_t rc = qb_ipcc_sendv(c->conn, iov, n);
     if (rc >= 0) return Status::Ok();
@@ -205,7 +205,7 @@ Status SendRetrying(ckpt_client* c, const iovec* iov, size_t n, Clock::time_poin
     PollEvents(c);
     if (c->dead) return DeadStatus(c);
     SleepMicros(backoff_us);
-    backoff_us = std::min(backoff_us * 2, 1000L);
+    backoff_us = std::min(backoff_us * 2, 250L);
   }
 }
 
