@@ -41,7 +41,9 @@
 // transfer (chunks of one sender arrive in order), apply it copy-on-write to their base version,
 // verify the segment checksum, persist, and only then multicast ACK.  NeedFull/Failed acks make
 // the owner send a full copy.  When a target leaves, the next node in hash order becomes a target
-// and is brought up to date, restoring R copies.
+// and is brought up to date, restoring R copies.  Flow control: per segment at most one transfer
+// in corosync (until our own last chunk comes back) and one unacknowledged version per target;
+// commits made meanwhile coalesce into the next transfer's delta (see Segment::wire_xfer).
 //
 // PULL.  A node that wants a segment checks the catalog for live holders; none (and no global
 // copy) means CKPT_NO_CHECKPOINT.  Otherwise it CLAIMs; once the claim is delivered it picks the
@@ -1146,15 +1148,21 @@ struct Engine::Impl {
     auto total = ipc::TotalRangeBytes(req.ranges);
     if (!total || *total != data.size())
       return fail(Err(Code::kProtocol, "commit data does not match its ranges"), &h);
+    // This message's ranges, viewed in place; earlier parts of a multi-part commit were copied
+    // into h.staged (the last part is applied straight from the IPC buffer: one copy less).
+    std::vector<std::pair<ByteRange, std::span<const uint8_t>>> part;
     uint64_t pos = 0;
     for (auto& r : req.ranges) {
       if (r.offset > s->cat.size || r.length > s->cat.size - r.offset)
         return fail(Err(Code::kInvalid, "commit range outside the segment"), &h);
-      h.staged.push_back({{r.offset, r.length},
-                          std::vector<uint8_t>(data.begin() + pos, data.begin() + pos + r.length)});
+      part.push_back({{r.offset, r.length}, data.subspan(pos, r.length)});
       pos += r.length;
     }
-    if (req.flags & ipc::kCommitMorePartsFollow) return;
+    if (req.flags & ipc::kCommitMorePartsFollow) {
+      for (auto& [r, bytes] : part)
+        h.staged.push_back({r, std::vector<uint8_t>(bytes.begin(), bytes.end())});
+      return;
+    }
     LocalCopy& base = s->local.back();
     Version v{s->cat.epoch, std::max(base.version.seq, s->cat.latest.seq) + 1};
     if (req.expected_seq && req.expected_seq != v.seq) {
@@ -1169,6 +1177,10 @@ struct Engine::Impl {
     LocalCopy next{v, in_place ? BlockImage() : base.image, false};
     BlockImage& img = in_place ? base.image : next.image;
     for (auto& [r, bytes] : h.staged) {
+      img.Write(r.offset, bytes);
+      ranges.push_back(r);
+    }
+    for (auto& [r, bytes] : part) {
       img.Write(r.offset, bytes);
       ranges.push_back(r);
     }
