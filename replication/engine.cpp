@@ -197,7 +197,10 @@ struct Handle {
   uint64_t epoch = 0;
   bool fenced = false;
   Status async_error;
-  std::vector<std::pair<ByteRange, std::vector<uint8_t>>> staged;  // multi-part commit
+  // A multi-part commit in progress: the parts so far, written copy-on-write onto the latest
+  // image (untouched blocks stay shared); it becomes one version with the final part.
+  std::optional<BlockImage> pending;
+  std::vector<ByteRange> pending_ranges;
 };
 
 // A client operation that spans messages (pull, open with create/pull, delete, read).
@@ -1022,7 +1025,10 @@ struct Engine::Impl {
       return;
     }
     uint64_t h = next_handle++;
-    handles[h] = Handle{c.conn_id, s.cat.name, s.cat.epoch, false, Status::Ok(), {}};
+    Handle& hd = handles[h];
+    hd.conn_id = c.conn_id;
+    hd.name = s.cat.name;
+    hd.epoch = s.cat.epoch;
     s.writer_handle = h;
     reply(c.conn_id, ipc::kOpen, Status::Ok(),
           ipc::OpenResp{h, local_path(s.cat.name), s.cat.size, s.local.back().version});
@@ -1129,7 +1135,8 @@ struct Engine::Impl {
     auto fail = [&](Status why, Handle* h) {
       if (sync_reply) return reply_status(c.conn_id, ipc::kCommit, why);
       if (h) {
-        h->staged.clear();
+        h->pending.reset();
+        h->pending_ranges.clear();
         if (h->async_error.ok()) h->async_error = why;
         async_error(*h, req.handle, why);
       }
@@ -1148,8 +1155,7 @@ struct Engine::Impl {
     auto total = ipc::TotalRangeBytes(req.ranges);
     if (!total || *total != data.size())
       return fail(Err(Code::kProtocol, "commit data does not match its ranges"), &h);
-    // This message's ranges, viewed in place; earlier parts of a multi-part commit were copied
-    // into h.staged (the last part is applied straight from the IPC buffer: one copy less).
+    // This message's ranges, viewed in the IPC buffer and written straight into the image.
     std::vector<std::pair<ByteRange, std::span<const uint8_t>>> part;
     uint64_t pos = 0;
     for (auto& r : req.ranges) {
@@ -1159,32 +1165,33 @@ struct Engine::Impl {
       pos += r.length;
     }
     if (req.flags & ipc::kCommitMorePartsFollow) {
-      for (auto& [r, bytes] : part)
-        h.staged.push_back({r, std::vector<uint8_t>(bytes.begin(), bytes.end())});
+      if (!h.pending) h.pending = s->local.back().image;
+      for (auto& [r, bytes] : part) {
+        h.pending->Write(r.offset, bytes);
+        h.pending_ranges.push_back(r);
+      }
       return;
     }
     LocalCopy& base = s->local.back();
     Version v{s->cat.epoch, std::max(base.version.seq, s->cat.latest.seq) + 1};
     if (req.expected_seq && req.expected_seq != v.seq) {
-      h.staged.clear();
       return fail(Err(Code::kProtocol, "commit sequence mismatch (expected " +
                                            std::to_string(req.expected_seq) + ", ckptd at " +
                                            std::to_string(v.seq) + ")"),
                   &h);
     }
-    std::vector<ByteRange> ranges;
+    std::vector<ByteRange> ranges = std::move(h.pending_ranges);
+    h.pending_ranges.clear();
     bool in_place = s->cat.versions_kept <= 1 && s->local.size() == 1 && base.version.seq > 0;
-    LocalCopy next{v, in_place ? BlockImage() : base.image, false};
+    LocalCopy next{v, BlockImage(), false};
+    if (!in_place) next.image = h.pending ? std::move(*h.pending) : base.image;
+    if (in_place && h.pending) base.image = std::move(*h.pending);
+    h.pending.reset();
     BlockImage& img = in_place ? base.image : next.image;
-    for (auto& [r, bytes] : h.staged) {
-      img.Write(r.offset, bytes);
-      ranges.push_back(r);
-    }
     for (auto& [r, bytes] : part) {
       img.Write(r.offset, bytes);
       ranges.push_back(r);
     }
-    h.staged.clear();
     ranges = MergeRanges(std::move(ranges));
     // What the store holds of the version being replaced (its own truth, per local copy).
     const Version replaced = base.version;

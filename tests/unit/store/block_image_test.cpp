@@ -2,8 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
+#include <set>
+#include <thread>
 
+#include "store/block_arena.hpp"
 #include "tests/unit/store/test_util.hpp"
 
 namespace ckpt {
@@ -155,6 +159,76 @@ TEST(BlockImageDeathTest, OutOfRangeAccessAborts) {
   EXPECT_DEATH(img.Write(UINT64_MAX, two), "assertion failed");
   EXPECT_DEATH(img.Read(101, {}), "assertion failed");
   EXPECT_DEATH(img.block(1), "assertion failed");
+}
+
+}  // namespace
+}  // namespace ckpt
+
+// ---- the block arena behind full-size blocks ----------------------------------------------------
+
+namespace ckpt {
+namespace {
+
+TEST(BlockArenaTest, BlocksAreAlignedDistinctAndReused) {
+  const block_arena::Stats before = block_arena::GetStats();
+  std::vector<uint8_t*> blocks;
+  for (int i = 0; i < 100; i++) {  // spans several 2 MiB chunks
+    uint8_t* b = block_arena::Allocate();
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(b) % kBlockSize, 0u);
+    std::memset(b, i, kBlockSize);  // writable, whole
+    blocks.push_back(b);
+  }
+  std::set<uint8_t*> distinct(blocks.begin(), blocks.end());
+  EXPECT_EQ(distinct.size(), blocks.size());
+  for (int i = 0; i < 100; i++) EXPECT_EQ(blocks[i][kBlockSize - 1], uint8_t(i)) << "no overlap";
+  EXPECT_GE(block_arena::GetStats().chunks, before.chunks + 3);
+  uint8_t* freed = blocks.back();
+  blocks.pop_back();
+  block_arena::Free(freed);
+  EXPECT_EQ(block_arena::Allocate(), freed) << "a freed slot is reused first";
+  blocks.push_back(freed);
+  for (uint8_t* b : blocks) block_arena::Free(b);
+  const block_arena::Stats after = block_arena::GetStats();
+  EXPECT_LE(after.chunks, before.chunks + block_arena::kKeepFreeChunks)
+      << "free chunks beyond the reserve go back to the kernel";
+}
+
+TEST(BlockArenaTest, ConcurrentAllocateAndFree) {
+  auto churn = [](int seed) {
+    std::vector<uint8_t*> held;
+    for (int i = 0; i < 20000; i++) {
+      if (held.size() < 64 && (i * 7 + seed) % 3 != 0) {
+        held.push_back(block_arena::Allocate());
+        held.back()[0] = uint8_t(seed);
+      } else if (!held.empty()) {
+        EXPECT_EQ(held.back()[0], uint8_t(seed));
+        block_arena::Free(held.back());
+        held.pop_back();
+      }
+    }
+    for (uint8_t* b : held) block_arena::Free(b);
+  };
+  std::thread a(churn, 1), b(churn, 2);
+  a.join();
+  b.join();
+}
+
+TEST(BlockArenaTest, ImagesUseTheArenaOnlyForFullBlocks) {
+  (void)BlockImage::Zero(kBlockSize);  // the shared zero block takes one slot for good
+  const block_arena::Stats s0 = block_arena::GetStats();
+  {
+    BlockImage small = BlockImage::FromBytes(std::vector<uint8_t>(4096, 7));
+    EXPECT_EQ(block_arena::GetStats().free_blocks, s0.free_blocks) << "a 4 KiB image pins no slot";
+    BlockImage big = BlockImage::FromBytes(std::vector<uint8_t>(3 * kBlockSize + 10, 9));
+    const block_arena::Stats s1 = block_arena::GetStats();
+    EXPECT_EQ(s1.chunks * 32 - s1.free_blocks, s0.chunks * 32 - s0.free_blocks + 3);
+    BlockImage copy = big;
+    copy.Write(5, std::vector<uint8_t>(3, 1));  // clones one full block
+    const block_arena::Stats s2 = block_arena::GetStats();
+    EXPECT_EQ(s2.chunks * 32 - s2.free_blocks, s1.chunks * 32 - s1.free_blocks + 1);
+  }
+  const block_arena::Stats s3 = block_arena::GetStats();
+  EXPECT_EQ(s3.chunks * 32 - s3.free_blocks, s0.chunks * 32 - s0.free_blocks) << "all returned";
 }
 
 }  // namespace
