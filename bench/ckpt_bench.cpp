@@ -1,7 +1,8 @@
 // ckpt_bench: the libckpt side of the ckpt benchmark (bench/README.md).  Runs inside a lab node
 // next to that node's ckptd and prints one JSON line per measurement on stdout.
 //
-//   ckpt_bench replicate --size B --replicas R [--repeat K] [--name N]
+//   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--repeat K]
+//                        [--timeout S] [--name N] [--keep]
 //   ckpt_bench latency   --dirty B --mode async|sync --count N [--replicas R] [--name N]
 //   ckpt_bench delta     --segment-size B --dirty B [--replicas R] [--repeat K] [--keep]
 //   ckpt_bench prep      --name N --size B --replicas R      (create + full sync commit)
@@ -47,9 +48,18 @@ uint64_t ParseSize(const std::string& s) {
   uint64_t mul = 1;
   if (end && *end) {
     switch (*end) {
-      case 'k': case 'K': mul = 1ull << 10; break;
-      case 'm': case 'M': mul = 1ull << 20; break;
-      case 'g': case 'G': mul = 1ull << 30; break;
+      case 'k':
+      case 'K':
+        mul = 1ull << 10;
+        break;
+      case 'm':
+      case 'M':
+        mul = 1ull << 20;
+        break;
+      case 'g':
+      case 'G':
+        mul = 1ull << 30;
+        break;
       default:
         std::fprintf(stderr, "ckpt_bench: bad size '%s'\n", s.c_str());
         std::exit(2);
@@ -152,30 +162,86 @@ void Delete(ckpt_client_t* c, const std::string& name) {
 
 // ---- subcommands ------------------------------------------------------------------------------
 
+// Two measurements of full-copy replication (bench/README.md, figure 1):
+//  - single commit: `repeat` synchronous whole-segment commits of segment 0, one after the other;
+//    each is timed from the call until it returns (= R replicas acknowledged).  Latency-bound for
+//    small sizes.
+//  - stream: `segments` segments are filled with new bytes (not timed), then committed whole and
+//    asynchronously back to back, then ckpt_flush waits on each until R replicas acknowledged its
+//    latest version.  Time = from the first commit call until the last flush returns; `rounds`
+//    rounds, fresh bytes every round.  `MBps` = segments * size / median round time.  The issue
+//    time (until the last asynchronous commit call returned) is reported too: it grows when
+//    ckptd's back-pressure makes the commit calls wait for room in the request ring.
 int Replicate(const Args& a) {
   uint64_t size = a.size("size", 1 << 20);
   uint32_t r = static_cast<uint32_t>(a.num("replicas", 1));
   int repeat = static_cast<int>(a.num("repeat", 3));
+  int n_segments = std::max(1, static_cast<int>(a.num("segments", 1)));
+  int rounds = std::max(1, static_cast<int>(a.num("rounds", 3)));
+  uint32_t timeout_ms = static_cast<uint32_t>(a.num("timeout", 600) * 1000);
   std::string name = a.str("name", Unique("bench-repl"));
   ckpt_client_t* c = Connect();
-  ckpt_segment_t* s = Create(c, name, size, r);
-  std::vector<double> secs;
+  std::vector<std::string> names;
+  std::vector<ckpt_segment_t*> segs;
+  for (int i = 0; i < n_segments; i++) {
+    names.push_back(n_segments == 1 ? name : name + "-" + std::to_string(i));
+    segs.push_back(Create(c, names.back(), size, r));
+  }
+  uint64_t fill_round = 0;  // a new pattern for every fill of every segment
+
+  std::vector<double> single_secs;
   uint64_t sent0 = Status(c).bytes_sent;
   for (int i = 0; i < repeat; i++) {
-    Fill(s, 0, size, i + 1);
-    // Time from commit start until R replicas acknowledged = the return of a sync commit.
-    secs.push_back(Commit(c, s, CKPT_COMMIT_SYNC | CKPT_COMMIT_ALL));
+    Fill(segs[0], 0, size, ++fill_round);
+    single_secs.push_back(Commit(c, segs[0], CKPT_COMMIT_SYNC | CKPT_COMMIT_ALL, timeout_ms));
   }
-  uint64_t sent = Status(c).bytes_sent - sent0;
-  double med = Median(secs);
-  double best = *std::min_element(secs.begin(), secs.end());
-  std::printf("{\"bench\":\"replicate\",\"size_bytes\":%" PRIu64 ",\"replicas\":%u,\"repeat\":%d,"
-              "\"seconds\":%s,\"seconds_median\":%.6f,\"MBps\":%.1f,\"MBps_best\":%.1f,"
-              "\"bytes_sent_per_commit\":%" PRIu64 "}\n",
-              size, r, repeat, List(secs, 6).c_str(), med, size / med / 1e6, size / best / 1e6,
-              sent / static_cast<uint64_t>(repeat));
-  ckpt_close(s);
-  if (!a.has("keep")) Delete(c, name);
+  uint64_t single_sent = Status(c).bytes_sent - sent0;
+
+  std::vector<double> stream_secs, issue_secs;
+  sent0 = Status(c).bytes_sent;
+  for (int k = 0; k < rounds; k++) {
+    for (ckpt_segment_t* s : segs) Fill(s, 0, size, ++fill_round);
+    double t0 = Now();
+    for (int i = 0; i < n_segments; i++) {
+      if (int rc = ckpt_commit(segs[i], CKPT_COMMIT_ALL, timeout_ms, nullptr); rc < 0)
+        Die("async commit " + names[i], rc, c);
+    }
+    issue_secs.push_back(Now() - t0);
+    for (int i = 0; i < n_segments; i++) {
+      if (int rc = ckpt_flush(segs[i], timeout_ms); rc < 0) Die("flush " + names[i], rc, c);
+    }
+    stream_secs.push_back(Now() - t0);
+  }
+  uint64_t stream_sent = Status(c).bytes_sent - sent0;
+
+  const uint64_t stream_bytes = size * static_cast<uint64_t>(n_segments);
+  double med = Median(stream_secs);
+  double best = *std::min_element(stream_secs.begin(), stream_secs.end());
+  double single_med = Median(single_secs);
+  // null when no single commit was measured (--repeat 0).
+  char single_med_s[32] = "null", single_mbps_s[32] = "null", single_sent_s[32] = "null";
+  if (repeat > 0) {
+    std::snprintf(single_med_s, sizeof single_med_s, "%.6f", single_med);
+    std::snprintf(single_mbps_s, sizeof single_mbps_s, "%.1f", size / single_med / 1e6);
+    std::snprintf(single_sent_s, sizeof single_sent_s, "%" PRIu64,
+                  single_sent / static_cast<uint64_t>(repeat));
+  }
+  std::printf("{\"bench\":\"replicate\",\"size_bytes\":%" PRIu64
+              ",\"replicas\":%u,\"segments\":%d,\"rounds\":%d,\"stream_bytes\":%" PRIu64
+              ",\"stream_seconds\":%s,\"stream_seconds_median\":%.6f,"
+              "\"stream_issue_seconds_median\":%.6f,\"MBps\":%.1f,\"MBps_best\":%.1f,"
+              "\"bytes_sent_per_segment_commit\":%" PRIu64
+              ",\"single_commit_repeat\":%d,\"single_commit_seconds\":%s,"
+              "\"single_commit_seconds_median\":%s,\"single_commit_MBps\":%s,"
+              "\"single_commit_bytes_sent\":%s}\n",
+              size, r, n_segments, rounds, stream_bytes, List(stream_secs, 6).c_str(), med,
+              Median(issue_secs), stream_bytes / med / 1e6, stream_bytes / best / 1e6,
+              stream_sent / (static_cast<uint64_t>(rounds) * n_segments), repeat,
+              List(single_secs, 6).c_str(), single_med_s, single_mbps_s, single_sent_s);
+  for (size_t i = 0; i < segs.size(); i++) {
+    ckpt_close(segs[i]);
+    if (!a.has("keep")) Delete(c, names[i]);
+  }
   ckpt_disconnect(c);
   return 0;
 }
@@ -223,7 +289,8 @@ int Latency(const Args& a) {
   for (double v : us) mean += v;
   mean /= us.empty() ? 1 : us.size();
   std::printf("{\"bench\":\"latency\",\"mode\":\"%s\",\"dirty_bytes\":%" PRIu64
-              ",\"segment_bytes\":%" PRIu64 ",\"replicas\":%u,\"count\":%d,\"warmup\":%d,"
+              ",\"segment_bytes\":%" PRIu64
+              ",\"replicas\":%u,\"count\":%d,\"warmup\":%d,"
               "\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"mean\":%.1f,"
               "\"commits_per_s\":%.0f,\"final_flush_ms\":%.1f,\"final_flush_rc\":%d}\n",
               mode.c_str(), dirty, seg_size, r, count, warmup, Pct(sorted, 50), Pct(sorted, 90),
@@ -274,7 +341,8 @@ int DeltaBench(const Args& a) {
   std::printf("{\"bench\":\"delta\",\"segment_bytes\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
               ",\"replicas\":%u,\"repeat\":%d,\"initial_full_seconds\":%.3f,"
               "\"initial_full_MBps\":%.1f,\"delta_seconds\":%s,\"delta_ms_median\":%.3f,"
-              "\"delta_bytes_sent\":%" PRIu64 ",\"small_whole_seconds\":%s,"
+              "\"delta_bytes_sent\":%" PRIu64
+              ",\"small_whole_seconds\":%s,"
               "\"small_whole_ms_median\":%.3f,\"ratio\":%.3f,\"big_name\":\"%s\"}\n",
               big, dirty, r, repeat, initial, big / initial / 1e6, List(big_secs, 6).c_str(),
               mb * 1e3, big_sent, List(small_secs, 6).c_str(), ms * 1e3, ms > 0 ? mb / ms : 0,
@@ -300,8 +368,7 @@ int Prep(const Args& a) {
   bool first = true;
   for (uint32_t i = 0; i < info.n_holders && i < 16; i++) {
     const auto& h = info.holders[i];
-    if (h.version.epoch == info.latest.epoch && h.version.seq == info.latest.seq &&
-        !h.is_owner) {
+    if (h.version.epoch == info.latest.epoch && h.version.seq == info.latest.seq && !h.is_owner) {
       holders += (first ? "" : ",") + std::to_string(h.nodeid);
       first = false;
     }
@@ -330,8 +397,8 @@ int Pull(const Args& a) {
   uint64_t size = 0;
   if (ckpt_stat(c, name.c_str(), &info) == 0) size = info.size;
   std::printf("{\"bench\":\"pull\",\"name\":\"%s\",\"rc\":%d,\"size_bytes\":%" PRIu64
-              ",\"seconds\":%.6f,\"ms\":%.3f,\"bytes_received\":%" PRIu64
-              ",\"version\":\"%" PRIu64 ".%" PRIu64 "\"}\n",
+              ",\"seconds\":%.6f,\"ms\":%.3f,\"bytes_received\":%" PRIu64 ",\"version\":\"%" PRIu64
+              ".%" PRIu64 "\"}\n",
               name.c_str(), rc, size, secs, secs * 1e3, recv, v.epoch >> 32, v.seq);
   ckpt_disconnect(c);
   return 0;
@@ -377,10 +444,11 @@ int Wait(const Args& a) {
     if (ok || Now() > end) break;
     usleep(20000);
   }
-  std::printf("{\"bench\":\"wait\",\"ok\":%s,\"seconds\":%.3f,\"connect_seconds\":%.3f,"
-              "\"segments\":%" PRIu64 ",\"members\":%u,\"under_replicated\":%" PRIu64 "}\n",
-              ok ? "true" : "false", Now() - t0, t_conn, info.segments, info.n_members,
-              info.under_replicated);
+  std::printf(
+      "{\"bench\":\"wait\",\"ok\":%s,\"seconds\":%.3f,\"connect_seconds\":%.3f,"
+      "\"segments\":%" PRIu64 ",\"members\":%u,\"under_replicated\":%" PRIu64 "}\n",
+      ok ? "true" : "false", Now() - t0, t_conn, info.segments, info.n_members,
+      info.under_replicated);
   ckpt_disconnect(c);
   return ok ? 0 : 1;
 }
@@ -388,13 +456,13 @@ int Wait(const Args& a) {
 int StatusCmd(const Args&) {
   ckpt_client_t* c = Connect();
   ckpt_cluster_info_t i = Status(c);
-  std::printf("{\"bench\":\"status\",\"self_nodeid\":%u,\"joined\":%s,\"members\":%u,"
-              "\"segments\":%" PRIu64 ",\"segments_owned\":%" PRIu64 ",\"segments_held\":%" PRIu64
-              ",\"bytes_held\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64
-              ",\"under_replicated\":%" PRIu64 "}\n",
-              i.self_nodeid, i.joined ? "true" : "false", i.n_members, i.segments,
-              i.segments_owned, i.segments_held, i.bytes_held, i.bytes_sent, i.bytes_received,
-              i.under_replicated);
+  std::printf(
+      "{\"bench\":\"status\",\"self_nodeid\":%u,\"joined\":%s,\"members\":%u,"
+      "\"segments\":%" PRIu64 ",\"segments_owned\":%" PRIu64 ",\"segments_held\":%" PRIu64
+      ",\"bytes_held\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64
+      ",\"under_replicated\":%" PRIu64 "}\n",
+      i.self_nodeid, i.joined ? "true" : "false", i.n_members, i.segments, i.segments_owned,
+      i.segments_held, i.bytes_held, i.bytes_sent, i.bytes_received, i.under_replicated);
   ckpt_disconnect(c);
   return 0;
 }
@@ -408,7 +476,8 @@ int DeleteCmd(const Args& a) {
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: ckpt_bench replicate --size B --replicas R [--repeat K]\n"
+               "usage: ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] "
+               "[--repeat K] [--timeout S]\n"
                "       ckpt_bench latency --dirty B --mode async|sync --count N [--replicas R]\n"
                "       ckpt_bench delta --segment-size B --dirty B [--replicas R] [--repeat K] "
                "[--keep] [--name N]\n"
@@ -430,9 +499,12 @@ int main(int argc, char** argv) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
       std::string k = s.substr(2);
-      if (k == "keep" || k == "replicated") a.opt[k] = "1";
-      else if (i + 1 < argc) a.opt[k] = argv[++i];
-      else return Usage();
+      if (k == "keep" || k == "replicated")
+        a.opt[k] = "1";
+      else if (i + 1 < argc)
+        a.opt[k] = argv[++i];
+      else
+        return Usage();
     } else {
       a.pos.push_back(s);
     }
