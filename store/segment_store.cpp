@@ -665,6 +665,7 @@ class FileSegmentStore final : public SegmentStore {
     CKPT_RETURN_IF_ERROR(ValidateSegmentName(name));
     std::lock_guard lock(mu_);
     index_.erase(name);
+    dirs_made_.erase(name);
     std::string dir = SegDir(name);
     struct stat st;
     if (::lstat(dir.c_str(), &st) == 0) {
@@ -818,10 +819,14 @@ class FileSegmentStore final : public SegmentStore {
     return opt_.global_dir + "/" + name + ".ckpt";
   }
 
+  // Creates the segment's directory once per process (MkdirAll costs two syscalls per path
+  // component, and this runs before every version file).  DropSegment forgets it.
   Status EnsureSegDir(const std::string& name, bool fsync) {
+    if (dirs_made_.count(name)) return Status::Ok();
     bool created = false;
     CKPT_RETURN_IF_ERROR(MkdirAll(SegDir(name), kStateDirMode, &created));
-    if (created && fsync) return FsyncDir(SegmentsDir());
+    if (created && fsync) CKPT_RETURN_IF_ERROR(FsyncDir(SegmentsDir()));
+    dirs_made_.insert(name);
     return Status::Ok();
   }
 
@@ -1008,6 +1013,7 @@ class FileSegmentStore final : public SegmentStore {
   const StoreOptions opt_;
   mutable std::mutex mu_;  // guards index_, counters_ and serializes file operations
   std::map<std::string, SegIndex> index_;
+  std::set<std::string> dirs_made_;  // segment directories known to exist (EnsureSegDir)
   StoreCounters counters_;
 };
 
