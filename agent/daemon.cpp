@@ -24,7 +24,8 @@ constexpr size_t kSendReserveBytes = 2u << 20;  // kept free in the transport fo
 constexpr uint64_t kTickMs = 100;
 constexpr uint64_t kConnectRetryMs = 1000;
 constexpr uint64_t kAttributeRetryMs = 10000;
-constexpr int kMaxPumpRounds = 64;  // then yield to the loop and continue from a job
+constexpr int kMaxPumpRounds = 4;                 // then yield to the loop and continue from a job
+constexpr size_t kPumpSendSliceBytes = 4u << 20;  // DATA generated per TakeReady
 constexpr size_t kOverflowWarnBytes = 16u << 20;
 // Store backlog above which client requests pause (the queued ops pin their snapshots).
 constexpr uint64_t kMaxStoreBacklogBytes = 256ull << 20;
@@ -537,11 +538,14 @@ void Daemon::Pump() {
   int rounds = 0;
   for (;;) {
     pump_again_ = false;
-    repl::Ready ready = engine_->TakeReady(SendBudget());
+    // DATA in slices, so the first chunks reach corosync while later ones are still being built.
+    repl::Ready ready = engine_->TakeReady(std::min(SendBudget(), kPumpSendSliceBytes));
     const bool produced = !ready.empty();
     Execute(ready);
     if (pump_again_) continue;
     if (!produced && !(engine_->wants_to_send() && SendBudget() > 0)) break;
+    // Yield after a few rounds: store completions (which release replies and ACKs), CPG
+    // deliveries and client requests must not wait while a large transfer is being built.
     if (++rounds >= kMaxPumpRounds) {
       // Let the loop breathe (IPC, corosync dispatch); continue from a job.
       if (!pump_job_queued_) {

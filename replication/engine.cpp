@@ -255,6 +255,12 @@ struct Engine::Impl {
   // held then: a delete or fresh-start claim delivered in between dropped it (and the store op
   // that removes it precedes the ACK), so acknowledging it would count a copy that is gone.
   std::vector<AckMsg> staged_acks;
+  // Store ops that must not delay the reply a client waits for (ckptd holds a reply until the
+  // store ops before it completed): the persistence of a restored version.  The restore is safe
+  // without it: the bytes are in local storage, in memory here, and still on the holder that
+  // served them.  Flushed by the next TakeReady without replies, or before any later store op.
+  std::vector<StoreOp> after_reply_ops;
+  bool route_after_reply = false;
   std::map<std::pair<uint32_t, uint32_t>, Inbound> inbound;  // (sender, xfer) -> state
   std::deque<Transfer> outgoing;
   std::vector<Waiter> waiters;
@@ -439,7 +445,15 @@ struct Engine::Impl {
     ready.events.push_back({h.conn_id, ipc::kAsyncError, ipc::EncodeResponse(Status::Ok(), ev)});
   }
 
-  void store_op(StoreOp op) { ready.store_ops.push_back(std::move(op)); }
+  void store_op(StoreOp op) {
+    if (route_after_reply) return after_reply_ops.push_back(std::move(op));
+    flush_after_reply_ops();  // keeps the store's order: deferred ops precede any later one
+    ready.store_ops.push_back(std::move(op));
+  }
+  void flush_after_reply_ops() {
+    for (StoreOp& op : after_reply_ops) ready.store_ops.push_back(std::move(op));
+    after_reply_ops.clear();
+  }
 
   // Writes the segment's meta record when it changed since the last write (or a token asks).
   void persist_meta(Segment& s, uint64_t token = 0) {
@@ -722,7 +736,13 @@ struct Engine::Impl {
   // into this owner's epoch.  The new owner's line is then distinguishable from anything the
   // previous owner committed later under the old epoch (e.g. in another partition): holders of
   // exactly the restored version get a zero-byte delta, every other holder a full copy.
-  void adopt_restored(Segment& s, uint64_t persist_token) {
+  // Its store ops wait until after the restore's reply (see after_reply_ops).
+  void adopt_restored(Segment& s) {
+    route_after_reply = true;
+    relabel_restored(s);
+    route_after_reply = false;
+  }
+  void relabel_restored(Segment& s) {
     LocalCopy& c = s.local.back();
     const Version old = c.version;
     const Version nv{s.cat.epoch, old.seq};
@@ -731,7 +751,7 @@ struct Engine::Impl {
     if (nv <= old) {  // already labelled in (or above) this epoch: nothing to relabel
       s.cat.latest = std::max(s.cat.latest, old);
       set_holder(s, self(), old);
-      if (!c.persisted) persist_version(s, s.local.size() - 1, nullptr, persist_token);
+      if (!c.persisted) persist_version(s, s.local.size() - 1, nullptr, /*token=*/0);
       return;
     }
     c.version = nv;
@@ -740,7 +760,6 @@ struct Engine::Impl {
     op.version = nv;
     op.image = c.image;
     op.fsync = s.cat.durability == CKPT_DURABILITY_FSYNC;
-    op.token = persist_token;
     op.kind = c.persisted ? StoreOp::kPutDelta : StoreOp::kPutFull;
     if (c.persisted) op.base = old;
     store_op(std::move(op));
@@ -1351,7 +1370,9 @@ struct Engine::Impl {
     op.meta = MetaOf(s.cat);
     op.image = s.local.back().image;
     op.token = token;
-    store_op(std::move(op));
+    // Local storage is independent of the version files, so the install may overtake a restored
+    // version's deferred persistence (after_reply_ops): the application waits for this one.
+    ready.store_ops.push_back(std::move(op));
   }
 
   // Ends a pending operation with `st` (OK: op-specific success reply).
@@ -1362,6 +1383,9 @@ struct Engine::Impl {
     pending.erase(it);
     std::erase_if(token_to_request, [&](auto& kv) { return kv.second == rid; });
     Segment* s = find_live(p.name);
+    // A restore is installed first and re-protected after: re-replicating the restored version to
+    // the new targets competes for CPU and memory with the install the application waits for.
+    if (s && is_owner(*s) && p.stage == Pending::kInstalling) schedule(*s);
     if (p.kind == Pending::kOpen) {
       if (st.code() == Code::kNoCheckpoint && (p.open.flags & CKPT_OPEN_CREATE)) {
         Segment* tomb = find(p.name);
@@ -1728,11 +1752,10 @@ struct Engine::Impl {
       s->local.clear();
       s->local.push_back({sv.version, sv.image, false});
       persist_meta(*s);
-      adopt_restored(*s, token_for(m.request_id));
+      adopt_restored(*s);
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(m.request_id));
-      schedule(*s);  // bring the replica targets up to date (nothing else would trigger it)
-      return;
+      return;  // finish_pending() then brings the replica targets up to date
     }
     choose_source(m.request_id);
   }
@@ -1756,11 +1779,10 @@ struct Engine::Impl {
       counters.local_restores++;
       persist_meta(*s);
       p.stage = Pending::kInstalling;
-      adopt_restored(*s, 0);
+      adopt_restored(*s);
       p.want = s->local.back().version;
       install_local(*s, token_for(rid));
-      schedule(*s);
-      return;
+      return;  // re-replication starts in finish_pending(), after the install
     }
     p.want = best;
     send_fetch(rid, who.front(), best);
@@ -2015,11 +2037,10 @@ struct Engine::Impl {
       s->local.clear();
       s->local.push_back({h.version, std::move(in.image), false});
       persist_meta(*s);
-      adopt_restored(*s, token_for(h.request_id));
+      adopt_restored(*s);
       p.stage = Pending::kInstalling;
       install_local(*s, token_for(h.request_id));
-      schedule(*s);
-      return;
+      return;  // re-replication starts in finish_pending(), after the install
     }
     if (!s || s->cat.owner != from || h.version.epoch > s->cat.epoch) {
       counters.stale_rejected++;
@@ -2313,7 +2334,13 @@ void Engine::OnTick(uint64_t now_ms) { impl_->tick(now_ms); }
 
 Ready Engine::TakeReady(size_t send_budget_bytes) {
   impl_->flush_acks();
-  impl_->fill_sends(send_budget_bytes);
+  // Replies first: generating up to a transport's worth of DATA (copies, allocations) must not
+  // delay the answer a client waits for (e.g. a restore's reply, followed by re-replication).
+  // wants_to_send() stays true, so the caller comes back for the DATA at once.
+  if (impl_->ready.replies.empty() && impl_->ready.events.empty()) {
+    impl_->flush_after_reply_ops();
+    impl_->fill_sends(send_budget_bytes);
+  }
   impl_->publish_attributes();
   Ready r = std::move(impl_->ready);
   impl_->ready = Ready{};

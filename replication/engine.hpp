@@ -12,8 +12,10 @@
 //            3. replies     to libckpt connections (encoded IPC response bodies).
 //            4. events      asynchronous errors for libckpt connections.
 // Data chunks are generated lazily inside TakeReady, at most `send_budget_bytes` of them per call,
-// so a slow corosync never makes the engine buffer more than the transport admits.  Control
-// messages (acks, claims, catalog sync) are small and always emitted.
+// so a slow corosync never makes the engine buffer more than the transport admits, and only in a
+// call that has no replies or events to hand out (those go first; wants_to_send() tells the
+// caller to call again).  Control messages (acks, claims, catalog sync) are small and always
+// emitted.
 // The replication protocol itself is described at the top of engine.cpp and in PROTOCOL.md.
 #pragma once
 
