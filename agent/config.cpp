@@ -1,7 +1,5 @@
 #include "agent/config.hpp"
 
-#include "replication/engine.hpp"  // kMaxChunkBytes
-
 #include <grp.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -15,6 +13,8 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+
+#include "replication/engine.hpp"  // kMaxChunkBytes
 
 #ifndef CKPT_VERSION_STRING
 #define CKPT_VERSION_STRING "unknown"
@@ -130,6 +130,7 @@ void AddFileOptions(po::options_description& d) {
     ("replicas", str(), "default replicas besides the owner, R (default 1)")
     ("versions-kept", str(), "default versions each holder keeps (default 1)")
     ("durability", str(), "default durability: memory|fsync (default memory)")
+    ("compression", str(), "default compression of new segments: none|zstd (default none)")
     ("state-dir", str(), "replica state directory (default /var/lib/ckpt)")
     ("global-dir", str(), "shared directory for global copies (default none)")
     ("shm-dir", str(), "owners' local storage (default /dev/shm/ckpt)")
@@ -206,6 +207,16 @@ Status Extract(const po::variables_map& vm, Config* c) {
       c->durability = CKPT_DURABILITY_FSYNC;
     } else {
       return Bad(k, v, "expected memory or fsync");
+    }
+    return Status::Ok();
+  }));
+  CKPT_RETURN_IF_ERROR(get("compression", [&](const std::string& k, const std::string& v) {
+    if (v == "none") {
+      c->compression = CKPT_COMPRESSION_NONE;
+    } else if (v == "zstd") {
+      c->compression = CKPT_COMPRESSION_ZSTD;
+    } else {
+      return Bad(k, v, "expected none or zstd");
     }
     return Status::Ok();
   }));
@@ -370,7 +381,8 @@ Result<ParsedArgs> ParseArgs(int argc, const char* const argv[],
             .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
             .run();
     // ckptd takes no positional arguments: "--eligible false" must not silently mean true.
-    for (const std::string& extra : po::collect_unrecognized(parsed.options, po::include_positional))
+    for (const std::string& extra :
+         po::collect_unrecognized(parsed.options, po::include_positional))
       return Err(Code::kInvalid, "unexpected argument '" + extra +
                                      "' (use --key=value for values; see ckptd --help)");
     po::store(parsed, vm);

@@ -27,7 +27,8 @@ struct Config {
   bool eligible = true;
   uint32_t replicas = 1;
   uint32_t versions_kept = 1;
-  uint32_t durability = 1;  // CKPT_DURABILITY_MEMORY or CKPT_DURABILITY_FSYNC
+  uint32_t durability = 1;   // CKPT_DURABILITY_MEMORY or CKPT_DURABILITY_FSYNC
+  uint32_t compression = 0;  // CKPT_COMPRESSION_NONE or CKPT_COMPRESSION_ZSTD (new segments)
   std::string state_dir = "/var/lib/ckpt";
   std::string global_dir;  // "" = none
   std::string shm_dir = "/dev/shm/ckpt";

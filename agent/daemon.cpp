@@ -193,6 +193,7 @@ void Daemon::CreateEngine(uint32_t self_nodeid) {
   ec.default_replicas = config_.replicas;
   ec.default_versions_kept = config_.versions_kept;
   ec.default_durability = config_.durability;
+  ec.default_compression = config_.compression;
   ec.max_segment_bytes = config_.max_segment_bytes;
   ec.max_total_bytes = config_.max_total_bytes;
   ec.chunk_bytes = config_.chunk_bytes;

@@ -2,7 +2,8 @@
 // next to that node's ckptd and prints one JSON line per measurement on stdout.
 //
 //   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--repeat K]
-//                        [--timeout S] [--name N] [--keep]
+//                        [--timeout S] [--name N] [--keep] [--compress]
+//                        [--pattern fill|text|random]
 //   ckpt_bench latency   --dirty B --mode async|sync --count N [--replicas R] [--name N]
 //   ckpt_bench delta     --segment-size B --dirty B [--replicas R] [--repeat K] [--keep]
 //   ckpt_bench prep      --name N --size B --replicas R      (create + full sync commit)
@@ -103,21 +104,68 @@ std::string Unique(const std::string& base) {
   return base + "-" + std::to_string(getpid()) + "-" + std::to_string(time(nullptr));
 }
 
-ckpt_segment_t* Create(ckpt_client_t* c, const std::string& name, uint64_t size, uint32_t r) {
+ckpt_segment_t* Create(ckpt_client_t* c, const std::string& name, uint64_t size, uint32_t r,
+                       bool compress = false) {
   ckpt_open_options_t o{};
   o.size = size;
   o.replicas = r;
   o.versions_kept = 1;
   o.durability = CKPT_DURABILITY_MEMORY;
-  o.flags = CKPT_OPEN_CREATE;
+  o.flags = CKPT_OPEN_CREATE | (compress ? uint32_t{CKPT_OPEN_COMPRESS} : 0u);
   ckpt_segment_t* s = nullptr;
   if (int rc = ckpt_open(c, name.c_str(), &o, &s); rc < 0) Die("open " + name, rc, c);
   return s;
 }
 
 // Writes a pattern that differs per round into [off, off+len) so every version is new bytes.
-void Fill(ckpt_segment_t* s, uint64_t off, uint64_t len, uint64_t round) {
+// kFill: one byte value per round plus an 8-byte stamp per 4 KiB (the content does not matter
+// without compression).  kText: application-like records (key=value lines with counters and
+// names; zstd -1 shrinks them ~4-6x).  kRandom: incompressible bytes.
+enum class Pattern { kFill, kText, kRandom };
+
+Pattern ParsePattern(const std::string& p) {
+  if (p == "fill") return Pattern::kFill;
+  if (p == "text") return Pattern::kText;
+  if (p == "random") return Pattern::kRandom;
+  std::fprintf(stderr, "ckpt_bench: --pattern must be fill, text or random\n");
+  std::exit(2);
+}
+const char* PatternName(Pattern p) {
+  return p == Pattern::kFill ? "fill" : p == Pattern::kText ? "text" : "random";
+}
+
+void Fill(ckpt_segment_t* s, uint64_t off, uint64_t len, uint64_t round,
+          Pattern pattern = Pattern::kFill) {
   auto* p = static_cast<unsigned char*>(ckpt_segment_data(s)) + off;
+  if (pattern == Pattern::kRandom) {
+    uint64_t x = round * 0x9e3779b97f4a7c15ull ^ (off + 1);
+    for (uint64_t i = 0; i < len; i += 8) {
+      x ^= x >> 12, x ^= x << 25, x ^= x >> 27;  // xorshift64*
+      uint64_t v = x * 0x2545f4914f6cdd1dull;
+      std::memcpy(p + i, &v, std::min<uint64_t>(8, len - i));
+    }
+    return;
+  }
+  if (pattern == Pattern::kText) {
+    static const char* const kStates[] = {"running", "idle", "draining", "stopped", "degraded"};
+    uint64_t i = 0, rec = round * 7919;
+    char line[160];
+    while (i < len) {
+      rec++;
+      int n = std::snprintf(line, sizeof line,
+                            "id=%08llu node=n%llu state=%s counter=%010llu ts=%llu "
+                            "owner=svc-%03llu\n",
+                            static_cast<unsigned long long>(rec),
+                            static_cast<unsigned long long>(rec % 16), kStates[(rec / 3) % 5],
+                            static_cast<unsigned long long>(rec * 2654435761ull % 10000000000ull),
+                            static_cast<unsigned long long>(1795580000000ull + rec * 13),
+                            static_cast<unsigned long long>((rec * 31) % 977));
+      uint64_t k = std::min<uint64_t>(static_cast<uint64_t>(n), len - i);
+      std::memcpy(p + i, line, k);
+      i += k;
+    }
+    return;
+  }
   std::memset(p, static_cast<int>(round * 37 + 11), len);
   for (uint64_t i = 0; i + 8 <= len; i += 4096) {
     uint64_t v = round * 0x9e3779b97f4a7c15ull ^ (off + i);
@@ -180,27 +228,30 @@ int Replicate(const Args& a) {
   int rounds = std::max(1, static_cast<int>(a.num("rounds", 3)));
   uint32_t timeout_ms = static_cast<uint32_t>(a.num("timeout", 600) * 1000);
   std::string name = a.str("name", Unique("bench-repl"));
+  const bool compress = a.has("compress");
+  const Pattern pattern = ParsePattern(a.str("pattern", "fill"));
   ckpt_client_t* c = Connect();
   std::vector<std::string> names;
   std::vector<ckpt_segment_t*> segs;
   for (int i = 0; i < n_segments; i++) {
     names.push_back(n_segments == 1 ? name : name + "-" + std::to_string(i));
-    segs.push_back(Create(c, names.back(), size, r));
+    segs.push_back(Create(c, names.back(), size, r, compress));
   }
   uint64_t fill_round = 0;  // a new pattern for every fill of every segment
 
   std::vector<double> single_secs;
   uint64_t sent0 = Status(c).bytes_sent;
   for (int i = 0; i < repeat; i++) {
-    Fill(segs[0], 0, size, ++fill_round);
+    Fill(segs[0], 0, size, ++fill_round, pattern);
     single_secs.push_back(Commit(c, segs[0], CKPT_COMMIT_SYNC | CKPT_COMMIT_ALL, timeout_ms));
   }
   uint64_t single_sent = Status(c).bytes_sent - sent0;
 
   std::vector<double> stream_secs, issue_secs;
   sent0 = Status(c).bytes_sent;
+  const uint64_t wire0 = Status(c).data_wire_bytes_sent;
   for (int k = 0; k < rounds; k++) {
-    for (ckpt_segment_t* s : segs) Fill(s, 0, size, ++fill_round);
+    for (ckpt_segment_t* s : segs) Fill(s, 0, size, ++fill_round, pattern);
     double t0 = Now();
     for (int i = 0; i < n_segments; i++) {
       if (int rc = ckpt_commit(segs[i], CKPT_COMMIT_ALL, timeout_ms, nullptr); rc < 0)
@@ -213,6 +264,7 @@ int Replicate(const Args& a) {
     stream_secs.push_back(Now() - t0);
   }
   uint64_t stream_sent = Status(c).bytes_sent - sent0;
+  uint64_t stream_wire = Status(c).data_wire_bytes_sent - wire0;
 
   const uint64_t stream_bytes = size * static_cast<uint64_t>(n_segments);
   double med = Median(stream_secs);
@@ -233,11 +285,14 @@ int Replicate(const Args& a) {
               "\"bytes_sent_per_segment_commit\":%" PRIu64
               ",\"single_commit_repeat\":%d,\"single_commit_seconds\":%s,"
               "\"single_commit_seconds_median\":%s,\"single_commit_MBps\":%s,"
-              "\"single_commit_bytes_sent\":%s}\n",
+              "\"single_commit_bytes_sent\":%s,\"compression\":\"%s\",\"pattern\":\"%s\","
+              "\"wire_bytes_per_segment_commit\":%" PRIu64 "}\n",
               size, r, n_segments, rounds, stream_bytes, List(stream_secs, 6).c_str(), med,
               Median(issue_secs), stream_bytes / med / 1e6, stream_bytes / best / 1e6,
               stream_sent / (static_cast<uint64_t>(rounds) * n_segments), repeat,
-              List(single_secs, 6).c_str(), single_med_s, single_mbps_s, single_sent_s);
+              List(single_secs, 6).c_str(), single_med_s, single_mbps_s, single_sent_s,
+              compress ? "zstd" : "none", PatternName(pattern),
+              stream_wire / (static_cast<uint64_t>(rounds) * n_segments));
   for (size_t i = 0; i < segs.size(); i++) {
     ckpt_close(segs[i]);
     if (!a.has("keep")) Delete(c, names[i]);
@@ -477,7 +532,7 @@ int DeleteCmd(const Args& a) {
 int Usage() {
   std::fprintf(stderr,
                "usage: ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] "
-               "[--repeat K] [--timeout S]\n"
+               "[--repeat K] [--timeout S] [--compress] [--pattern fill|text|random]\n"
                "       ckpt_bench latency --dirty B --mode async|sync --count N [--replicas R]\n"
                "       ckpt_bench delta --segment-size B --dirty B [--replicas R] [--repeat K] "
                "[--keep] [--name N]\n"
@@ -499,7 +554,7 @@ int main(int argc, char** argv) {
     std::string s = argv[i];
     if (s.rfind("--", 0) == 0) {
       std::string k = s.substr(2);
-      if (k == "keep" || k == "replicated")
+      if (k == "keep" || k == "replicated" || k == "compress")
         a.opt[k] = "1";
       else if (i + 1 < argc)
         a.opt[k] = argv[++i];

@@ -318,10 +318,11 @@ std::string SegmentJson(const ckpt_segment_info_t& s) {
   std::ostringstream o;
   o << "{\"name\":" << JsonStr(s.name) << ",\"size\":" << s.size
     << ",\"owner_nodeid\":" << s.owner_nodeid << ",\"owner_name\":" << JsonStr(s.owner_name)
-    << ",\"latest\":" << JsonVersion(s.latest) << ",\"epoch\":" << s.epoch << ",\"replicas\":" << s.replicas
-    << ",\"versions_kept\":" << s.versions_kept
-    << ",\"durability\":" << JsonStr(DurabilityName(s.durability)) << ",\"uid\":" << s.uid
-    << ",\"gid\":" << s.gid << ",\"mode\":" << JsonStr(Octal(s.mode))
+    << ",\"latest\":" << JsonVersion(s.latest) << ",\"epoch\":" << s.epoch
+    << ",\"replicas\":" << s.replicas << ",\"versions_kept\":" << s.versions_kept
+    << ",\"durability\":" << JsonStr(DurabilityName(s.durability))
+    << ",\"compression\":" << JsonStr(s.compression == CKPT_COMPRESSION_ZSTD ? "zstd" : "none")
+    << ",\"uid\":" << s.uid << ",\"gid\":" << s.gid << ",\"mode\":" << JsonStr(Octal(s.mode))
     << ",\"acked_replicas\":" << s.acked_replicas << ",\"holders\":[";
   for (uint32_t i = 0; i < s.n_holders && i < 16; i++) {
     const auto& h = s.holders[i];
@@ -391,6 +392,7 @@ int CmdShow(const po::variables_map& vm) {
   t.Add({"targets:", targets.empty() ? "-" : targets});
   t.Add({"versions kept:", std::to_string(s.versions_kept)});
   t.Add({"durability:", DurabilityName(s.durability)});
+  t.Add({"compression:", s.compression == CKPT_COMPRESSION_ZSTD ? "zstd" : "none"});
   t.Add({"access:", "uid " + std::to_string(s.uid) + ", gid " + std::to_string(s.gid) + ", mode " +
                         Octal(s.mode)});
   t.Print(std::cout);
@@ -451,6 +453,7 @@ int CmdPut(const po::variables_map& vm) {
   if (vm.count("replicas")) o.replicas = vm["replicas"].as<uint32_t>();
   if (vm.count("versions-kept")) o.versions_kept = vm["versions-kept"].as<uint32_t>();
   if (vm["fsync"].as<bool>()) o.durability = CKPT_DURABILITY_FSYNC;
+  if (vm["compress"].as<bool>()) o.flags |= CKPT_OPEN_COMPRESS;
   if (vm.count("mode")) {
     const std::string& m = vm["mode"].as<std::string>();
     char* end = nullptr;
@@ -568,7 +571,8 @@ int CmdGet(const po::variables_map& vm) {
   std::optional<ckpt_version_t> want;
   if (vm.count("version")) {
     want = ParseVersion(vm["version"].as<std::string>());
-    if (!want) throw UsageError("--version must be GENERATION.SEQ as `versions` prints it, e.g. 3.17");
+    if (!want)
+      throw UsageError("--version must be GENERATION.SEQ as `versions` prints it, e.g. 3.17");
   }
   int ec = 0;
   ClientPtr c = Connect(&ec);
@@ -785,6 +789,7 @@ std::vector<Command> Commands() {
              "versions-kept", po::value<uint32_t>()->value_name("N"),
              "versions each holder keeps (when creating)")(
              "fsync", po::bool_switch(), "replicas fsync each version (when creating)")(
+             "compress", po::bool_switch(), "replicate zstd-compressed (when creating)")(
              "mode", po::value<std::string>()->value_name("OCTAL"),
              "group/other permissions, e.g. 0640 (when creating; default 0600)")(
              "sync", po::bool_switch(), "wait for the replicas' acknowledgements (default)")(

@@ -17,8 +17,9 @@
 //    CKPT_COMMIT_SYNC = waits for the replicas like ckpt_flush (so "sync" always means "the
 //    returned version is replicated").
 //  - After an asynchronous failure reported for a segment (or a failed sync commit other than
-//    CKPT_ERR_TIMEOUT / CKPT_ERR_REPLICAS, which are committed locally), the handle no longer knows which seq ckptd expects nor which bytes reached
-//    it: the next commit asks ckptd (STAT) for the latest seq and sends the whole segment.
+//    CKPT_ERR_TIMEOUT / CKPT_ERR_REPLICAS, which are committed locally), the handle no longer knows
+//    which seq ckptd expects nor which bytes reached it: the next commit asks ckptd (STAT) for the
+//    latest seq and sends the whole segment.
 //  - The environment variable CKPT_IPC_SERVICE (ignored in setuid programs) overrides the libqb
 //    service name "ckptd": for tests and for several ckptd instances on one development host.
 //  - ckpt_disconnect sends CLOSE for every open segment first, so queued asynchronous commits are
@@ -366,6 +367,7 @@ void FillSegmentInfo(const ipc::SegmentInfo& in, ckpt_segment_info_t* out) {
   out->replicas = in.replicas;
   out->versions_kept = in.versions_kept;
   out->durability = in.durability;
+  out->compression = in.compression;
   out->uid = in.uid;
   out->gid = in.gid;
   out->mode = in.mode;
@@ -461,7 +463,7 @@ CKPT_API int ckpt_open(ckpt_client_t* client, const char* name, const ckpt_open_
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   ckpt_open_options_t opt{};
   if (options) opt = *options;
-  if (opt.flags & ~static_cast<uint32_t>(CKPT_OPEN_CREATE | CKPT_OPEN_PULL))
+  if (opt.flags & ~static_cast<uint32_t>(CKPT_OPEN_CREATE | CKPT_OPEN_PULL | CKPT_OPEN_COMPRESS))
     return Fail(client, Err(Code::kInvalid, "unknown open flags"));
   if (opt.durability > CKPT_DURABILITY_FSYNC)
     return Fail(client, Err(Code::kInvalid, "unknown durability"));
@@ -824,5 +826,6 @@ CKPT_API int ckpt_cluster_status(ckpt_client_t* client, ckpt_cluster_info_t* inf
   info->bytes_received = resp.bytes_received;
   info->messages_dropped = resp.messages_dropped;
   info->under_replicated = resp.under_replicated;
+  info->data_wire_bytes_sent = resp.data_wire_bytes_sent;
   return CKPT_OK;
 }

@@ -22,7 +22,7 @@
 
 namespace ckpt::ipc {
 
-inline constexpr uint16_t kIpcVersion = 1;
+inline constexpr uint16_t kIpcVersion = 2;  // 2: SegmentInfo.compression
 inline constexpr const char* kServiceName = "ckptd";
 // libqb ring size asked by libckpt; COMMITs larger than this are sent in parts.
 inline constexpr uint32_t kMaxMessageBytes = 4u << 20;
@@ -144,11 +144,12 @@ struct SegmentInfo {
   Version latest;
   uint64_t epoch = 0;
   uint32_t replicas = 0, versions_kept = 0, durability = 0, uid = 0, gid = 0, mode = 0;
+  uint32_t compression = 0;
   uint32_t acked_replicas = 0;
   std::vector<HolderInfo> holders;
   template <class F> void fields(F& f) {
     f(name); f(size); f(owner_nodeid); f(owner_name); f(latest); f(epoch); f(replicas); f(versions_kept);
-    f(durability); f(uid); f(gid); f(mode); f(acked_replicas); f(holders);
+    f(durability); f(uid); f(gid); f(mode); f(compression); f(acked_replicas); f(holders);
   }
 };
 struct StatResp {
@@ -189,9 +190,11 @@ struct ClusterStatusResp {
   std::vector<MemberInfo> members;
   uint64_t segments = 0, segments_owned = 0, segments_held = 0, bytes_held = 0;
   uint64_t bytes_sent = 0, bytes_received = 0, messages_dropped = 0, under_replicated = 0;
+  uint64_t data_wire_bytes_sent = 0;
   template <class F> void fields(F& f) {
     f(self_nodeid); f(joined); f(members); f(segments); f(segments_owned); f(segments_held);
     f(bytes_held); f(bytes_sent); f(bytes_received); f(messages_dropped); f(under_replicated);
+    f(data_wire_bytes_sent);
   }
 };
 

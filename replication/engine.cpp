@@ -129,6 +129,7 @@ struct Transfer {
   std::vector<ByteRange> ranges;
   size_t range_index = 0;
   uint64_t range_offset = 0;
+  bool compress = false;  // the segment's compression is zstd
 };
 
 // An incoming transfer being reassembled.
@@ -316,6 +317,7 @@ struct Engine::Impl {
     m.replicas = c.replicas;
     m.versions_kept = c.versions_kept;
     m.durability = c.durability;
+    m.compression = c.compression;
     m.epoch = c.epoch;
     m.owner_nodeid = c.owner;
     return m;
@@ -331,6 +333,7 @@ struct Engine::Impl {
     c.replicas = m.replicas;
     c.versions_kept = m.versions_kept;
     c.durability = m.durability;
+    c.compression = m.compression;
     c.epoch = m.epoch;
     c.owner = m.owner_nodeid;
     return c;
@@ -801,6 +804,7 @@ struct Engine::Impl {
     x.header.checksum = latest.image.checksum();
     x.header.kind = uint8_t(DataKind::kReplicate);
     x.snapshot = latest.image;
+    x.compress = s.cat.compression == CKPT_COMPRESSION_ZSTD;
     if (!by_base.empty()) {
       auto best = std::max_element(by_base.begin(), by_base.end(), [](auto& a, auto& b) {
         return a.second.size() < b.second.size() ||
@@ -890,7 +894,8 @@ struct Engine::Impl {
       pieces.push_back({o, {scratch.data() + pos, n}});
       pos += n;
     }
-    ready.sends.push_back(EncodeData(x.header, pieces));
+    ready.sends.push_back(EncodeData(x.header, pieces, x.compress));
+    counters.data_wire_bytes_sent += ready.sends.back().size();
     counters.payload_bytes_sent += total;
     x.header.chunk_index++;
     return x.header.chunk_index >= x.header.chunk_count;
@@ -1140,6 +1145,8 @@ struct Engine::Impl {
     m.replicas = req.replicas ? req.replicas : cfg.default_replicas;
     m.versions_kept = req.versions_kept ? req.versions_kept : cfg.default_versions_kept;
     m.durability = req.durability ? req.durability : cfg.default_durability;
+    m.compression = (req.flags & CKPT_OPEN_COMPRESS) ? uint32_t{CKPT_COMPRESSION_ZSTD}
+                                                     : cfg.default_compression;
     m.request_id = rid;
     send(m);
   }
@@ -1360,6 +1367,7 @@ struct Engine::Impl {
     m.replicas = params.replicas;
     m.versions_kept = params.versions_kept;
     m.durability = params.durability;
+    m.compression = params.compression;
     m.request_id = rid;
     send(m);
   }
@@ -1563,6 +1571,7 @@ struct Engine::Impl {
     i.replicas = s.cat.replicas;
     i.versions_kept = s.cat.versions_kept;
     i.durability = s.cat.durability;
+    i.compression = s.cat.compression;
     i.uid = s.cat.uid;
     i.gid = s.cat.gid;
     i.mode = s.cat.mode;
@@ -1648,6 +1657,7 @@ struct Engine::Impl {
       }
     }
     r.bytes_sent = counters.payload_bytes_sent;
+    r.data_wire_bytes_sent = counters.data_wire_bytes_sent;
     r.bytes_received = counters.payload_bytes_received;
     r.messages_dropped = counters.messages_dropped;
     reply(c.conn_id, ipc::kClusterStatus, Status::Ok(), r);
@@ -1712,6 +1722,7 @@ struct Engine::Impl {
       s->cat.replicas = m.replicas;
       s->cat.versions_kept = m.versions_kept;
       s->cat.durability = m.durability;
+      s->cat.compression = m.compression <= CKPT_COMPRESSION_ZSTD ? m.compression : 0;
     }
     s->cat.epoch = epoch;
     s->cat.owner = from;
@@ -1876,6 +1887,7 @@ struct Engine::Impl {
     x.header.size = copy->image.size();
     x.header.checksum = copy->image.checksum();
     x.header.kind = uint8_t(DataKind::kFetch);
+    x.compress = s->cat.compression == CKPT_COMPRESSION_ZSTD;
     x.header.request_id = m.request_id;
     x.header.targets = {from};
     x.snapshot = copy->image;

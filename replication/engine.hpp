@@ -43,10 +43,11 @@ inline constexpr uint32_t kMaxChunkBytes = 1020 * 1024;
 struct EngineConfig {
   uint32_t self_nodeid = 0;
   std::string node_name;
-  bool eligible = true;               // may this node hold replicas?
+  bool eligible = true;  // may this node hold replicas?
   uint32_t default_replicas = 1;
   uint32_t default_versions_kept = 1;
   uint32_t default_durability = CKPT_DURABILITY_MEMORY;
+  uint32_t default_compression = CKPT_COMPRESSION_NONE;  // for segments created without a choice
   uint64_t max_segment_bytes = 1ull << 32;
   uint64_t max_total_bytes = 1ull << 36;
   uint32_t chunk_bytes = kMaxChunkBytes;  // DATA message payload incl. 12 B per piece
@@ -115,12 +116,13 @@ struct Ready {
 
 struct EngineCounters {
   uint64_t payload_bytes_sent = 0;      // segment bytes in DATA messages we multicast
+  uint64_t data_wire_bytes_sent = 0;    // size of those DATA messages (headers, compression)
   uint64_t payload_bytes_received = 0;  // segment bytes from DATA messages we stored
   uint64_t messages_dropped = 0;        // malformed, unknown-type or bad-checksum peer messages
   uint64_t stale_rejected = 0;          // DATA refused for an old epoch or a non-owner sender
   uint64_t full_transfers_sent = 0, delta_transfers_sent = 0;
   uint64_t versions_stored = 0;
-  uint64_t local_restores = 0;          // pulls served from this node's own store
+  uint64_t local_restores = 0;  // pulls served from this node's own store
 };
 
 class Engine {

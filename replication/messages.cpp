@@ -1,5 +1,9 @@
 #include "replication/messages.hpp"
 
+#include <zstd.h>
+
+#include <memory>
+
 #include "common/checksum.hpp"
 #include "common/codec.hpp"
 
@@ -22,7 +26,8 @@ void FinishHeader(std::vector<uint8_t>* out, MsgType type) {
 
 }  // namespace
 
-template <class T> std::vector<uint8_t> Encode(const T& msg) {
+template <class T>
+std::vector<uint8_t> Encode(const T& msg) {
   std::vector<uint8_t> out(kWireHeaderBytes);
   ipc::FieldWriter fw{Writer(&out)};
   fw(msg);
@@ -39,15 +44,45 @@ template std::vector<uint8_t> Encode(const AckMsg&);
 template std::vector<uint8_t> Encode(const FetchMsg&);
 template std::vector<uint8_t> Encode(const FetchFailMsg&);
 
-std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces) {
+std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces,
+                                bool compress) {
   size_t payload = 0;
   for (const auto& p : pieces) payload += 12 + p.bytes.size();
+  DataHeader h = header;
+  h.n_pieces = static_cast<uint32_t>(pieces.size());
+  h.encoding = static_cast<uint8_t>(DataEncoding::kRaw);
+  h.raw_len = 0;
   std::vector<uint8_t> out;
   out.reserve(kWireHeaderBytes + 256 + header.name.size() + 4 * header.targets.size() + payload);
   out.resize(kWireHeaderBytes);
+  if (compress && payload > 0 && payload <= kMaxDataRaw) {
+    std::vector<uint8_t> raw;
+    raw.reserve(payload);
+    Writer rw(&raw);
+    for (const auto& p : pieces) {
+      rw.u64(p.offset);
+      rw.u32(static_cast<uint32_t>(p.bytes.size()));
+      rw.bytes(p.bytes.data(), p.bytes.size());
+    }
+    // One compression context per thread, reused (creating one per message costs more than a
+    // small chunk's compression).
+    thread_local std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                                         ZSTD_freeCCtx);
+    std::vector<uint8_t> packed(ZSTD_compressBound(raw.size()));
+    size_t n = cctx ? ZSTD_compressCCtx(cctx.get(), packed.data(), packed.size(), raw.data(),
+                                        raw.size(), /*level=*/1)
+                    : 0;
+    if (cctx && !ZSTD_isError(n) && n <= raw.size() - raw.size() / 16) {
+      h.encoding = static_cast<uint8_t>(DataEncoding::kZstd);
+      h.raw_len = static_cast<uint32_t>(raw.size());
+      ipc::FieldWriter fw{Writer(&out)};
+      fw(h);
+      fw.w.bytes(packed.data(), n);
+      FinishHeader(&out, MsgType::kData);
+      return out;
+    }
+  }
   ipc::FieldWriter fw{Writer(&out)};
-  DataHeader h = header;
-  h.n_pieces = static_cast<uint32_t>(pieces.size());
   fw(h);
   for (const auto& p : pieces) {
     fw.w.u64(p.offset);
@@ -87,32 +122,64 @@ Status Decode(std::span<const uint8_t> message, Decoded* out) {
   if (sum != load_le64(h + 16)) return Err(Code::kProtocol, "checksum mismatch");
   out->type = static_cast<MsgType>(type);
   switch (out->type) {
-    case MsgType::kNodeInfo: return DecodeControl<NodeInfoMsg>(body, out);
-    case MsgType::kCatalog: return DecodeControl<CatalogMsg>(body, out);
-    case MsgType::kClaim: return DecodeControl<ClaimMsg>(body, out);
-    case MsgType::kRelease: return DecodeControl<ReleaseMsg>(body, out);
-    case MsgType::kDelete: return DecodeControl<DeleteMsg>(body, out);
-    case MsgType::kAck: return DecodeControl<AckMsg>(body, out);
-    case MsgType::kFetch: return DecodeControl<FetchMsg>(body, out);
-    case MsgType::kFetchFail: return DecodeControl<FetchFailMsg>(body, out);
+    case MsgType::kNodeInfo:
+      return DecodeControl<NodeInfoMsg>(body, out);
+    case MsgType::kCatalog:
+      return DecodeControl<CatalogMsg>(body, out);
+    case MsgType::kClaim:
+      return DecodeControl<ClaimMsg>(body, out);
+    case MsgType::kRelease:
+      return DecodeControl<ReleaseMsg>(body, out);
+    case MsgType::kDelete:
+      return DecodeControl<DeleteMsg>(body, out);
+    case MsgType::kAck:
+      return DecodeControl<AckMsg>(body, out);
+    case MsgType::kFetch:
+      return DecodeControl<FetchMsg>(body, out);
+    case MsgType::kFetchFail:
+      return DecodeControl<FetchFailMsg>(body, out);
     case MsgType::kData: {
       ipc::FieldReader fr{Reader(body)};
       fr(out->data);
       if (!fr.r.ok()) return Err(Code::kProtocol, "malformed DATA header");
-      if (out->data.n_pieces > fr.r.remaining() / 12)
+      std::span<const uint8_t> block = body.subspan(fr.r.position());
+      out->inflated.clear();
+      if (out->data.encoding == static_cast<uint8_t>(DataEncoding::kZstd)) {
+        // Never trust the peer's sizes: the frame must declare exactly raw_len, within bounds.
+        const uint32_t raw_len = out->data.raw_len;
+        if (raw_len == 0 || raw_len > kMaxDataRaw)
+          return Err(Code::kProtocol, "compressed DATA declares a bad raw length");
+        unsigned long long declared = ZSTD_getFrameContentSize(block.data(), block.size());
+        if (declared != raw_len)
+          return Err(Code::kProtocol, "compressed DATA frame does not match its raw length");
+        out->inflated.resize(raw_len);
+        thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(),
+                                                                             ZSTD_freeDCtx);
+        if (!dctx) return Err(Code::kNoMemory, "cannot create a zstd context");
+        size_t n = ZSTD_decompressDCtx(dctx.get(), out->inflated.data(), raw_len, block.data(),
+                                       block.size());
+        if (ZSTD_isError(n) || n != raw_len)
+          return Err(Code::kProtocol, "compressed DATA does not decompress");
+        block = out->inflated;
+      } else if (out->data.encoding != static_cast<uint8_t>(DataEncoding::kRaw) ||
+                 out->data.raw_len != 0) {
+        return Err(Code::kProtocol, "unknown DATA encoding");
+      }
+      Reader pr(block);
+      if (out->data.n_pieces > pr.remaining() / 12)
         return Err(Code::kProtocol, "DATA piece count exceeds message");
       out->pieces.clear();
       out->pieces.reserve(out->data.n_pieces);
       for (uint32_t i = 0; i < out->data.n_pieces; i++) {
-        uint64_t off = fr.r.u64();
-        uint32_t len = fr.r.u32();
-        auto bytes = fr.r.bytes(len);
-        if (!fr.r.ok()) return Err(Code::kProtocol, "truncated DATA piece");
+        uint64_t off = pr.u64();
+        uint32_t len = pr.u32();
+        auto bytes = pr.bytes(len);
+        if (!pr.ok()) return Err(Code::kProtocol, "truncated DATA piece");
         if (off > out->data.size || len > out->data.size - off)
           return Err(Code::kProtocol, "DATA piece outside the segment");
         out->pieces.push_back({off, bytes});
       }
-      if (fr.r.remaining() != 0) return Err(Code::kProtocol, "trailing bytes after DATA pieces");
+      if (pr.remaining() != 0) return Err(Code::kProtocol, "trailing bytes after DATA pieces");
       return Status::Ok();
     }
   }

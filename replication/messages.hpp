@@ -22,7 +22,7 @@
 namespace ckpt::repl {
 
 inline constexpr uint32_t kWireMagic = 0x54504b43;
-inline constexpr uint16_t kWireVersion = 1;
+inline constexpr uint16_t kWireVersion = 2;  // 2: segment compression, DATA encoding
 inline constexpr size_t kWireHeaderBytes = 24;
 
 enum class MsgType : uint16_t {
@@ -56,6 +56,7 @@ struct CatalogEntry {
   std::string name;
   uint64_t size = 0;
   uint32_t uid = 0, gid = 0, mode = 0600, replicas = 1, versions_kept = 1, durability = 1;
+  uint32_t compression = 0;  // ckpt_compression
   uint64_t epoch = 0;
   uint32_t owner = 0;
   uint8_t deleted = 0;
@@ -63,7 +64,7 @@ struct CatalogEntry {
   std::vector<HolderEntry> holders;
   template <class F> void fields(F& f) {
     f(name); f(size); f(uid); f(gid); f(mode); f(replicas); f(versions_kept); f(durability);
-    f(epoch); f(owner); f(deleted); f(latest); f(holders);
+    f(compression); f(epoch); f(owner); f(deleted); f(latest); f(holders);
   }
 };
 
@@ -88,10 +89,11 @@ struct ClaimMsg {
   uint8_t reset = 0;  // 1: start from zeros with the parameters below (create / start fresh)
   uint64_t size = 0;
   uint32_t uid = 0, gid = 0, mode = 0600, replicas = 1, versions_kept = 1, durability = 1;
+  uint32_t compression = 0;
   uint32_t request_id = 0;
   template <class F> void fields(F& f) {
     f(name); f(expected_epoch); f(min_epoch); f(reset); f(size); f(uid); f(gid); f(mode);
-    f(replicas); f(versions_kept); f(durability); f(request_id);
+    f(replicas); f(versions_kept); f(durability); f(compression); f(request_id);
   }
 };
 
@@ -126,9 +128,13 @@ struct DataHeader {
   std::vector<uint32_t> targets;  // nodes that must store it
   uint32_t chunk_index = 0, chunk_count = 1;
   uint32_t n_pieces = 0;
+  // How the pieces block (n_pieces x {u64 offset, u32 length, bytes}) follows this header:
+  // kRaw as is; kZstd as one zstd frame that inflates to exactly raw_len bytes (<= kMaxDataRaw).
+  uint8_t encoding = 0;
+  uint32_t raw_len = 0;
   template <class F> void fields(F& f) {
     f(name); f(xfer_id); f(version); f(base); f(size); f(checksum); f(kind); f(request_id);
-    f(targets); f(chunk_index); f(chunk_count); f(n_pieces);
+    f(targets); f(chunk_index); f(chunk_count); f(n_pieces); f(encoding); f(raw_len);
   }
 };
 
@@ -169,14 +175,23 @@ using AnyMsg = std::variant<NodeInfoMsg, CatalogMsg, ClaimMsg, ReleaseMsg, Delet
 
 // Encodes a control message with its header.
 template <class T> std::vector<uint8_t> Encode(const T& msg);
-// Encodes a DATA message: header fields, then pieces copied from `pieces`.
-std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces);
+enum class DataEncoding : uint8_t { kRaw = 0, kZstd = 1 };
+// Largest pieces block a DATA message may carry (inflated): a whole chunk, which stays below the
+// unfragmented CPG message size.  A compressed block claiming more is rejected, never inflated.
+inline constexpr uint32_t kMaxDataRaw = 1024 * 1024;
+
+// Encodes a DATA message: header fields, then pieces copied from `pieces`.  With `compress`, the
+// pieces block is sent zstd-compressed (fast level) when that saves at least 1/16 of it, else raw:
+// incompressible state costs only the attempt.  header.encoding/raw_len are set here.
+std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces,
+                                bool compress = false);
 
 struct Decoded {
   MsgType type{};
   AnyMsg control;                 // valid when type != kData
   DataHeader data;                // valid when type == kData
-  std::vector<DataPiece> pieces;  // views into the input buffer
+  std::vector<DataPiece> pieces;  // views into the input buffer (or into `inflated`)
+  std::vector<uint8_t> inflated;  // the decompressed pieces block of a kZstd DATA message
 };
 // Validates header and checksum and decodes the body.  Errors: kProtocol (with a reason).
 Status Decode(std::span<const uint8_t> message, Decoded* out);

@@ -203,6 +203,9 @@ std::vector<uint8_t> EncodeMeta(const SegmentMeta& m) {
   w.u32(m.durability);
   w.u64(m.epoch);
   w.u32(m.owner_nodeid);
+  // Added after format 1 shipped: written only when set, so records of uncompressed segments
+  // stay readable by older ckptd; a record without it means "none".
+  if (m.compression != 0) w.u32(m.compression);
   return out;
 }
 
@@ -218,7 +221,9 @@ bool DecodeMeta(std::span<const uint8_t> b, SegmentMeta* m) {
   m->durability = r.u32();
   m->epoch = r.u64();
   m->owner_nodeid = r.u32();
-  return r.ok() && r.remaining() == 0 && ValidateSegmentName(m->name).ok();
+  m->compression = r.remaining() >= 4 ? r.u32() : 0;
+  return r.ok() && r.remaining() == 0 && m->compression <= CKPT_COMPRESSION_ZSTD &&
+         ValidateSegmentName(m->name).ok();
 }
 
 uint64_t DeltaPayloadLen(const std::vector<ByteRange>& ranges) {

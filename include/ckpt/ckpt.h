@@ -67,7 +67,14 @@ enum ckpt_durability {
 
 enum ckpt_open_flags {
   CKPT_OPEN_CREATE = 1u << 0, /* create the segment when it does not exist anywhere in the cluster */
-  CKPT_OPEN_PULL = 1u << 1    /* when another node owns it, pull it here first (as ckpt_pull) */
+  CKPT_OPEN_PULL = 1u << 1,   /* when another node owns it, pull it here first (as ckpt_pull) */
+  CKPT_OPEN_COMPRESS = 1u << 2 /* with CKPT_OPEN_CREATE: replicate the segment zstd-compressed */
+};
+
+/* How a segment's replication messages travel (fixed when the segment is created). */
+enum ckpt_compression {
+  CKPT_COMPRESSION_NONE = 0,
+  CKPT_COMPRESSION_ZSTD = 1 /* each DATA message compressed (fast level) when that saves space */
 };
 
 typedef struct ckpt_open_options {
@@ -204,6 +211,7 @@ typedef struct ckpt_segment_info {
   uint32_t replicas;      /* R */
   uint32_t versions_kept;
   uint32_t durability;
+  uint32_t compression;   /* enum ckpt_compression */
   uint32_t uid, gid, mode;
   uint32_t acked_replicas;/* replica-set members holding `latest` */
   uint32_t n_holders;
@@ -249,6 +257,7 @@ typedef struct ckpt_cluster_info {
   uint64_t bytes_received;/* segment payload bytes stored from peers */
   uint64_t messages_dropped; /* malformed/unknown peer messages dropped */
   uint64_t under_replicated; /* owned segments with fewer than R acknowledged copies */
+  uint64_t data_wire_bytes_sent; /* bytes of DATA messages multicast (after compression) */
 } ckpt_cluster_info_t;
 
 /* Errors: CKPT_ERR_INVALID, CKPT_ERR_UNAVAILABLE. */

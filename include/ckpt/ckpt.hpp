@@ -111,6 +111,7 @@ struct OpenOptions {
   uint32_t mode = 0;    // group/other permission bits; 0 = 0600
   bool create = false;  // CKPT_OPEN_CREATE
   bool pull = false;    // CKPT_OPEN_PULL
+  bool compress = false;  // CKPT_OPEN_COMPRESS (with create)
   std::chrono::milliseconds pull_timeout{0};
 
   ckpt_open_options_t c() const {
@@ -121,7 +122,8 @@ struct OpenOptions {
     o.durability = static_cast<uint32_t>(durability);
     o.mode = mode;
     o.flags = (create ? static_cast<uint32_t>(CKPT_OPEN_CREATE) : 0u) |
-              (pull ? static_cast<uint32_t>(CKPT_OPEN_PULL) : 0u);
+              (pull ? static_cast<uint32_t>(CKPT_OPEN_PULL) : 0u) |
+              (compress ? static_cast<uint32_t>(CKPT_OPEN_COMPRESS) : 0u);
     o.pull_timeout_ms = detail::to_ms(pull_timeout);
     return o;
   }
