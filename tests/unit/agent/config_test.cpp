@@ -54,6 +54,7 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(c.replicas, 1u);
   EXPECT_EQ(c.versions_kept, 1u);
   EXPECT_EQ(c.durability, static_cast<uint32_t>(CKPT_DURABILITY_MEMORY));
+  EXPECT_EQ(c.compression, static_cast<uint32_t>(CKPT_COMPRESSION_NONE));
   EXPECT_EQ(c.state_dir, "/var/lib/ckpt");
   EXPECT_EQ(c.global_dir, "");
   EXPECT_EQ(c.shm_dir, "/dev/shm/ckpt");
@@ -149,6 +150,12 @@ TEST_F(ConfigTest, BadValues) {
   ExpectBad(Parse({"--replicas=500"}), "replicas", "500");
   ExpectBad(Parse({"--versions-kept=0"}), "versions-kept", "0");
   ExpectBad(Parse({"--durability=disk"}), "durability", "disk");
+  ExpectBad(Parse({"--compression=lz4"}), "compression", "lz4");
+  {
+    auto r = Parse({"--compression=zstd"});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->config.compression, static_cast<uint32_t>(CKPT_COMPRESSION_ZSTD));
+  }
   ExpectBad(Parse({"--chunk-size=2M"}), "chunk-size", "2M");
   ExpectBad(Parse({"--chunk-size=1K"}), "chunk-size", "1K");
   ExpectBad(Parse({"--max-segment-size=4Q"}), "max-segment-size", "4Q");
