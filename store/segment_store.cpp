@@ -758,19 +758,49 @@ class FileSegmentStore final : public SegmentStore {
     if (opt_.shm_dir.empty()) return Err(Code::kInvalid, "no local storage directory configured");
     CKPT_RETURN_IF_ERROR(MkdirAll(opt_.shm_dir, kShmDirMode));
     return ReplaceLocal(name, image.size(), uid, gid, mode, [&](int fd, const std::string& tmp) {
-      // The file starts as a hole of image.size() bytes: only non-zero blocks are written.
-      for (size_t i = 0; i < image.block_count(); i++) {
-        if (image.is_zero_block(i)) continue;
-        auto b = image.block(i);
-        off_t off = static_cast<off_t>(i * kBlockSize);
-        for (size_t done = 0; done < b.size();) {
-          ssize_t w = ::pwrite(fd, b.data() + done, b.size() - done, off + done);
-          if (w < 0) {
-            if (errno == EINTR) continue;
-            return ErrnoStatus("write", tmp, errno);
-          }
-          done += static_cast<size_t>(w);
+      // The file starts as a hole of image.size() bytes: only non-zero blocks are written, each
+      // run of consecutive ones with one pwritev (up to kRunBlocks blocks: a 64 MiB restore is
+      // 16 syscalls, not 1024).
+      constexpr size_t kRunBlocks = 64;
+      const size_t n = image.block_count();
+      for (size_t i = 0; i < n;) {
+        if (image.is_zero_block(i)) {
+          i++;
+          continue;
         }
+        iovec iov[kRunBlocks];
+        size_t k = 0, bytes = 0;
+        for (; k < kRunBlocks && i + k < n && !image.is_zero_block(i + k); k++) {
+          auto b = image.block(i + k);
+          iov[k] = {const_cast<uint8_t*>(b.data()), b.size()};
+          bytes += b.size();
+        }
+        const off_t off = static_cast<off_t>(i * kBlockSize);
+        ssize_t w;
+        do {
+          w = ::pwritev(fd, iov, static_cast<int>(k), off);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) return ErrnoStatus("write", tmp, errno);
+        const size_t written = static_cast<size_t>(w);
+        if (written < bytes) {
+          // A short write (rare): finish the run block by block from where it stopped.
+          size_t pos = 0;
+          for (size_t j = 0; j < k; j++) {
+            const size_t len = iov[j].iov_len;
+            size_t done = written > pos ? std::min(len, written - pos) : 0;
+            while (done < len) {
+              ssize_t r = ::pwrite(fd, static_cast<uint8_t*>(iov[j].iov_base) + done, len - done,
+                                   off + static_cast<off_t>(pos + done));
+              if (r < 0) {
+                if (errno == EINTR) continue;
+                return ErrnoStatus("write", tmp, errno);
+              }
+              done += static_cast<size_t>(r);
+            }
+            pos += len;
+          }
+        }
+        i += k;
       }
       return Status::Ok();
     });

@@ -596,6 +596,18 @@ TEST_F(SegmentStoreTest, InstallLocalReplacesAtomically) {
 
   ASSERT_TRUE(store_->InstallLocal("loc", v2, 1234, 2345, 0604).ok());
   EXPECT_EQ(ReadFile(path), Bytes(v2));
+  {  // runs longer than one pwritev batch, a hole in the middle, a short tail block
+    BlockImage big = BlockImage::FromBytes(RandomBytes(200 * kBlockSize + 77, 3));
+    big.Write(130 * kBlockSize, std::vector<uint8_t>(kBlockSize, 0));  // data, not a hole
+    BlockImage holes = BlockImage::Zero(big.size());
+    holes.Write(0, RandomBytes(90 * kBlockSize, 4));
+    holes.Write(100 * kBlockSize, RandomBytes(100 * kBlockSize + 77, 5));
+    for (const BlockImage* img : {&big, &holes}) {
+      ASSERT_TRUE(store_->InstallLocal("loc-big", *img, 0, 0, 0600).ok());
+      EXPECT_TRUE(ReadFile(store_->LocalPath("loc-big")) == Bytes(*img));
+    }
+    ASSERT_TRUE(store_->RemoveLocal("loc-big").ok());
+  }
   EXPECT_EQ(0, std::memcmp(map, Bytes(v1).data(), size));
   ::munmap(map, size);
 
