@@ -187,6 +187,18 @@ Status Extract(const po::variables_map& vm, Config* c) {
       return Status::Ok();
     };
   };
+  // One of a fixed set of words (the first two are named in the error: "expected a or b").
+  auto set_choice = [](uint32_t* out, std::vector<std::pair<std::string, uint32_t>> words) {
+    return [=](const std::string& k, const std::string& v) -> Status {
+      for (const auto& [word, value] : words) {
+        if (v == word) {
+          *out = value;
+          return Status::Ok();
+        }
+      }
+      return Bad(k, v, "expected " + words[0].first + " or " + words[1].first);
+    };
+  };
   auto set_path = [](std::string* out, bool allow_empty) {
     return [=](const std::string& k, const std::string& v) -> Status {
       CKPT_RETURN_IF_ERROR(CheckPath(k, v, allow_empty));
@@ -200,26 +212,12 @@ Status Extract(const po::variables_map& vm, Config* c) {
   CKPT_RETURN_IF_ERROR(get("eligible", set_bool(&c->eligible)));
   CKPT_RETURN_IF_ERROR(get("replicas", set_u32(&c->replicas, 1, kMaxReplicas)));
   CKPT_RETURN_IF_ERROR(get("versions-kept", set_u32(&c->versions_kept, 1, kMaxVersionsKept)));
-  CKPT_RETURN_IF_ERROR(get("durability", [&](const std::string& k, const std::string& v) {
-    if (v == "memory") {
-      c->durability = CKPT_DURABILITY_MEMORY;
-    } else if (v == "fsync") {
-      c->durability = CKPT_DURABILITY_FSYNC;
-    } else {
-      return Bad(k, v, "expected memory or fsync");
-    }
-    return Status::Ok();
-  }));
-  CKPT_RETURN_IF_ERROR(get("compression", [&](const std::string& k, const std::string& v) {
-    if (v == "none") {
-      c->compression = CKPT_COMPRESSION_NONE;
-    } else if (v == "zstd") {
-      c->compression = CKPT_COMPRESSION_ZSTD;
-    } else {
-      return Bad(k, v, "expected none or zstd");
-    }
-    return Status::Ok();
-  }));
+  CKPT_RETURN_IF_ERROR(
+      get("durability", set_choice(&c->durability, {{"memory", CKPT_DURABILITY_MEMORY},
+                                                    {"fsync", CKPT_DURABILITY_FSYNC}})));
+  CKPT_RETURN_IF_ERROR(
+      get("compression", set_choice(&c->compression, {{"none", CKPT_COMPRESSION_NONE},
+                                                      {"zstd", CKPT_COMPRESSION_ZSTD}})));
   CKPT_RETURN_IF_ERROR(get("state-dir", set_path(&c->state_dir, false)));
   CKPT_RETURN_IF_ERROR(get("global-dir", set_path(&c->global_dir, true)));
   CKPT_RETURN_IF_ERROR(get("shm-dir", set_path(&c->shm_dir, false)));
