@@ -24,6 +24,23 @@
 //    service name "ckptd": for tests and for several ckptd instances on one development host.
 //  - ckpt_disconnect sends CLOSE for every open segment first, so queued asynchronous commits are
 //    processed before the connection goes; segment handles are freed and must not be used after.
+//  - Batching of asynchronous commits.  Every request wakes ckptd (libqb signals each message on
+//    a socket), and on a busy node the woken daemon preempts the application, so one IPC message
+//    per small commit costs the application far more than the copy.  Instead, an asynchronous
+//    commit of at most kBatchCommitBytes (or any single-part one that finds the request ring full)
+//    copies its dirty bytes into the segment's DeferredCommit (client/deferred_commit.hpp), on top
+//    of earlier deferred commits, and returns.  A flusher thread (one per client, started at the
+//    first deferral) sends each segment's buffer as ONE commit (kCommitCoalesced, labelled with the
+//    seq of the last commit in it) every kFlushTickUs while there is work, and as soon as the ring
+//    has room.  Replicas and restores see the state after a commit, never a torn mix; the seqs
+//    inside a batch are never versions of their own, so this is done only for segments with
+//    versions_kept == 1 (where each version replaces the previous one anyway).  Bounded: a buffer
+//    holds at most one part (c->max_commit_part bytes, kMaxRangesPerPart ranges); a commit that
+//    does not fit waits.
+//  - Locks: `mu` guards client and segment state, `conn_mu` the libqb connection.  The caller's
+//    thread holds both for every call (ClientLock) except a deferred commit (mu only); ClientLock
+//    first waits until no batch is in flight, and sends what is deferred before any other request,
+//    so nothing overtakes a deferred commit.  Callers still use a client from one thread at a time.
 #include <ckpt/ckpt.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,13 +54,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "client/commit_plan.hpp"
+#include "client/deferred_commit.hpp"
 #include "client/dirty_ranges.hpp"
 #include "common/ipc_messages.hpp"
 #include "common/names.hpp"
@@ -66,6 +87,9 @@ constexpr uint32_t kReplyMarginBytes = 64 * 1024;
 constexpr size_t kMaxRangesPerPart = 1000;  // one iovec each; IOV_MAX is 1024
 constexpr uint64_t kRangeWireBytes = 16;    // offset + length
 constexpr uint32_t kListPage = 256;
+constexpr uint64_t kBatchCommitBytes = 16 * 1024;  // async commits up to this size are batched
+constexpr long kFlushTickUs = 100;                 // flusher period while batches keep coming
+constexpr int kFlusherIdleTicks = 50;              // ticks without work before it sleeps
 
 thread_local std::string t_connect_error;
 
@@ -84,6 +108,15 @@ struct ckpt_client {
   uint64_t max_commit_part = ipc::kMaxCommitPartBytes;
   uint64_t max_read_piece = ipc::kMaxMessageBytes - kReplyMarginBytes;
   std::vector<ckpt_segment*> segments;
+  // See the top of the file.  Recursive: public functions call each other (commit -> flush).
+  std::recursive_mutex mu;                   // client and segment state
+  std::recursive_mutex conn_mu;              // `conn` (taken after mu, never the other way round)
+  std::condition_variable_any flusher_wake;  // (mu) work for an idle flusher, or stop
+  std::condition_variable_any batch_done;    // (mu) batch_in_flight went false
+  std::thread flusher;                       // started at the first deferred commit
+  bool stop_flusher = false;                 // (mu)
+  bool flusher_idle = false;                 // (mu) waiting on flusher_wake: notify it
+  bool batch_in_flight = false;  // (mu) the flusher is sending a batch without holding mu
 };
 
 struct ckpt_segment {
@@ -94,8 +127,23 @@ struct ckpt_segment {
   uint64_t size = 0;
   Version version;  // (epoch of the handle, last seq committed through it)
   client::DirtyRanges dirty;
-  Status pending;       // asynchronous failure not yet returned
-  bool resync = false;  // seq/contents at ckptd unknown: STAT and send everything
+  Status pending;                   // asynchronous failure not yet returned
+  bool resync = false;              // seq/contents at ckptd unknown: STAT and send everything
+  client::DeferredCommit deferred;  // async commits not yet in ckptd's ring (see the top)
+  bool may_coalesce = false;        // versions_kept == 1: commits may be batched
+};
+
+// The caller's thread owns the client for one call: state, connection, no batch in flight.
+class ClientLock {
+ public:
+  explicit ClientLock(ckpt_client* c) : state_(c->mu) {
+    c->batch_done.wait(state_, [c] { return !c->batch_in_flight; });
+    conn_ = std::unique_lock<std::recursive_mutex>(c->conn_mu);
+  }
+
+ private:
+  std::unique_lock<std::recursive_mutex> state_;
+  std::unique_lock<std::recursive_mutex> conn_;
 };
 
 namespace {
@@ -268,10 +316,167 @@ Status CheckAlive(ckpt_client* c) {
   return Status::Ok();
 }
 
+// The coalesced COMMIT request for a deferred buffer: *frame + one iovec per extent (views into
+// `d`, valid while it lives).
+std::vector<iovec> DeferredRequest(uint64_t handle, const client::DeferredCommit& d,
+                                   std::vector<uint8_t>* frame) {
+  ipc::CommitReq req;
+  req.handle = handle;
+  req.flags = ipc::kCommitCoalesced;
+  req.timeout_ms = kDefaultSyncMs;
+  req.expected_seq = d.seq;
+  for (auto& [off, bytes] : d.extents()) req.ranges.push_back({off, bytes.size()});
+  *frame = Frame(ipc::kCommit, req, d.bytes());
+  std::vector<iovec> iov;
+  iov.push_back({frame->data(), frame->size()});
+  for (auto& [off, bytes] : d.extents())
+    iov.push_back({const_cast<uint8_t*>(bytes.data()), bytes.size()});
+  return iov;
+}
+
+// A deferred commit that could not be sent: the segment's pending error (the next commit
+// resyncs and sends the whole segment).
+void DeferredFailed(ckpt_segment* s, const Status& st) {
+  if (s->pending.ok()) s->pending = st;
+  s->resync = true;
+  s->deferred.Clear();
+}
+
+// Sends s's deferred buffer, retrying a full ring until `deadline`.  Caller holds ClientLock.
+Status SendDeferred(ckpt_segment* s, Clock::time_point deadline) {
+  ckpt_client* c = s->client;
+  if (s->deferred.empty()) return Status::Ok();
+  if (c->dead) return DeadStatus(c);
+  std::vector<uint8_t> frame;
+  std::vector<iovec> iov = DeferredRequest(s->handle, s->deferred, &frame);
+  Status st = SendRetrying(c, iov.data(), iov.size(), deadline);
+  if (!st.ok()) return DeferredFailed(s, st), st;
+  s->deferred.Clear();
+  return st;
+}
+
+// Sends every deferred buffer of the client (before any other request).  Caller holds ClientLock.
+Status DrainDeferred(ckpt_client* c) {
+  Status first;
+  for (ckpt_segment* s : c->segments) {
+    if (s->deferred.empty()) continue;
+    Status st = SendDeferred(s, Clock::now() + std::chrono::milliseconds(kRingFullWaitMs));
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+// The flusher thread.  Holds mu except while it waits or sends; a batch is taken out of its
+// segment under mu (batch_in_flight keeps ClientLock callers out until it is in the ring or put
+// back), sent under conn_mu alone, so the application can keep deferring commits meanwhile.
+void FlusherMain(ckpt_client* c) {
+  std::unique_lock<std::recursive_mutex> state(c->mu);
+  long backoff_us = kFlushTickUs;
+  int idle_ticks = 0;
+  while (!c->stop_flusher) {
+    // One round: every segment with a deferred buffer at its start, each sent once.
+    std::vector<ckpt_segment*> round;
+    if (!c->dead) {
+      for (ckpt_segment* x : c->segments)
+        if (!x->deferred.empty()) round.push_back(x);
+    }
+    if (round.empty()) {
+      if (++idle_ticks >= kFlusherIdleTicks) {
+        c->flusher_idle = true;
+        c->flusher_wake.wait(state);
+        c->flusher_idle = false;
+        idle_ticks = 0;
+      } else {
+        c->flusher_wake.wait_for(state, std::chrono::microseconds(kFlushTickUs));
+      }
+      continue;
+    }
+    idle_ticks = 0;
+    bool ring_full = false;
+    for (ckpt_segment* s : round) {
+      // Segments are closed only under ClientLock, which waits for batch_in_flight == false, so
+      // every segment of the round is still open here.
+      if (c->stop_flusher || c->dead || s->deferred.empty()) continue;
+      client::DeferredCommit batch = std::move(s->deferred);
+      s->deferred.Clear();
+      const uint64_t handle = s->handle;
+      c->batch_in_flight = true;
+      state.unlock();
+      ssize_t rc;
+      {
+        std::lock_guard<std::recursive_mutex> conn(c->conn_mu);
+        std::vector<uint8_t> frame;
+        std::vector<iovec> iov = DeferredRequest(handle, batch, &frame);
+        rc = qb_ipcc_sendv(c->conn, iov.data(), iov.size());
+      }
+      state.lock();
+      c->batch_in_flight = false;
+      {
+        std::lock_guard<std::recursive_mutex> conn(c->conn_mu);  // mu, then conn_mu
+        if (rc == -EAGAIN) {  // ring full: put it back under what was deferred meanwhile
+          batch.AddNewer(std::move(s->deferred));
+          s->deferred = std::move(batch);
+          ring_full = true;
+        } else if (rc < 0) {
+          DeferredFailed(s, IpcError(c, rc, "send"));
+        }
+        if (!c->dead) PollEvents(c);  // errors of earlier commits become segments' pending
+      }
+      c->batch_done.notify_all();
+      if (ring_full) break;
+    }
+    if (c->stop_flusher) break;
+    if (ring_full) {
+      c->flusher_wake.wait_for(state, std::chrono::microseconds(backoff_us));
+      backoff_us = std::min(backoff_us * 2, 1000L);
+    } else {
+      backoff_us = kFlushTickUs;
+      c->flusher_wake.wait_for(state, std::chrono::microseconds(kFlushTickUs));
+    }
+  }
+}
+
+// Copies the dirty `ranges` into s's deferred buffer as the next commit (caller holds mu and has
+// checked that they fit) and makes sure the flusher will send it.
+void Defer(ckpt_segment* s, const std::vector<client::DirtyRanges::Range>& ranges) {
+  ckpt_client* c = s->client;
+  for (auto& r : ranges) s->deferred.Add(r.offset, {s->data + r.offset, r.length});
+  s->version.seq++;
+  s->deferred.seq = s->version.seq;
+  s->dirty.Clear();
+  if (!c->flusher.joinable()) c->flusher = std::thread(FlusherMain, c);
+  if (c->flusher_idle) c->flusher_wake.notify_one();
+}
+
+// An asynchronous commit of at most kBatchCommitBytes, deferred without touching the connection
+// (caller holds mu only).  False: take the ordinary path (which also reports errors).
+bool TryBatch(ckpt_segment* s) {
+  ckpt_client* c = s->client;
+  if (!s->may_coalesce || c->dead || s->resync || !s->pending.ok() || s->dirty.empty())
+    return false;
+  if (s->dirty.bytes() > kBatchCommitBytes) return false;
+  size_t ranges = s->deferred.count() + s->dirty.count();
+  if (ranges > kMaxRangesPerPart ||
+      s->deferred.bytes_if_added(s->dirty.bytes()) + ranges * kRangeWireBytes > c->max_commit_part)
+    return false;
+  Defer(s, s->dirty.Ranges());
+  return true;
+}
+
+void StopFlusher(ckpt_client* c) {
+  {
+    std::lock_guard<std::recursive_mutex> state(c->mu);
+    c->stop_flusher = true;
+  }
+  c->flusher_wake.notify_all();
+  if (c->flusher.joinable()) c->flusher.join();
+}
+
 // Request/response round trip.  Returns ckptd's status (>= 0 on success, e.g. kNoCheckpoint).
 template <class Req, class Resp>
 Status Call(ckpt_client* c, int32_t op, const Req& req, Resp* resp, uint32_t wait_ms) {
   CKPT_RETURN_IF_ERROR(CheckAlive(c));
+  if (Status st = DrainDeferred(c); !st.ok() && c->dead) return st;  // else: a segment's error
   auto deadline = Clock::now() + std::chrono::milliseconds(wait_ms);
   std::vector<uint8_t> frame = Frame(op, req, 0);
   if (frame.size() > c->buf_size) return Err(Code::kTooLarge, "request larger than the IPC ring");
@@ -307,6 +512,7 @@ Status EnterSegment(ckpt_segment* s) {
     Status st = std::move(s->pending);
     s->pending = Status::Ok();
     s->resync = true;
+    s->deferred.Clear();  // the resync commit sends the whole segment
     return st;
   }
   return alive;
@@ -444,7 +650,11 @@ CKPT_API int ckpt_connect(ckpt_client_t** out) {
 
 CKPT_API void ckpt_disconnect(ckpt_client_t* client) {
   if (!client) return;
-  while (!client->segments.empty()) CloseSegment(client->segments.back(), true);
+  {
+    ClientLock lk(client);
+    while (!client->segments.empty()) CloseSegment(client->segments.back(), true);
+  }
+  StopFlusher(client);
   if (client->conn) qb_ipcc_disconnect(client->conn);
   delete client;
 }
@@ -458,6 +668,7 @@ CKPT_API const char* ckpt_last_error(const ckpt_client_t* client) {
 CKPT_API int ckpt_open(ckpt_client_t* client, const char* name, const ckpt_open_options_t* options,
                        ckpt_segment_t** out) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (!out) return Fail(client, Err(Code::kInvalid, "ckpt_open: out is NULL"));
   *out = nullptr;
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
@@ -495,6 +706,7 @@ CKPT_API int ckpt_open(ckpt_client_t* client, const char* name, const ckpt_open_
   s->handle = resp.handle;
   s->size = resp.size;
   s->version = resp.version;
+  s->may_coalesce = resp.versions_kept == 1;
   client->segments.push_back(s.get());  // CloseSegment() below removes it again
 
   std::string error;
@@ -555,6 +767,7 @@ CKPT_API int ckpt_mark_dirty(ckpt_segment_t* segment, uint64_t offset, uint64_t 
 
 CKPT_API int ckpt_flush(ckpt_segment_t* segment, uint32_t timeout_ms) {
   if (!segment) return CKPT_ERR_INVALID;
+  ClientLock lock(segment->client);
   ckpt_client* c = segment->client;
   if (Status st = EnterSegment(segment); !st.ok()) return Fail(c, st);
   uint32_t t = OrDefault(timeout_ms, kDefaultSyncMs);
@@ -573,6 +786,14 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
   ckpt_client* c = s->client;
   if (flags & ~static_cast<uint32_t>(CKPT_COMMIT_SYNC | CKPT_COMMIT_ALL))
     return Fail(c, Err(Code::kInvalid, "unknown commit flags"));
+  {
+    std::lock_guard<std::recursive_mutex> state(c->mu);
+    if (flags == 0 && TryBatch(s)) {
+      if (version) *version = ToC(s->version);
+      return CKPT_OK;
+    }
+  }
+  ClientLock lock(c);
   if (Status st = EnterSegment(s); !st.ok()) return Fail(c, st);
   if (s->resync) {
     if (Status st = Resync(s); st.c_code() < 0) return Fail(c, st);
@@ -597,6 +818,26 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
   const uint64_t seq = s->version.seq + 1;
   auto parts =
       client::PlanCommitParts(ranges, c->max_commit_part, kMaxRangesPerPart, kRangeWireBytes);
+  // An asynchronous single-part commit may be deferred (see the top of this file) when it fits
+  // in one coalesced commit together with what is deferred already.
+  const bool deferrable = !sync && s->may_coalesce && parts.size() == 1 &&
+                          s->deferred.count() + ranges.size() <= kMaxRangesPerPart &&
+                          s->deferred.bytes_if_added(parts[0].data_bytes) +
+                                  (s->deferred.count() + ranges.size()) * kRangeWireBytes <=
+                              c->max_commit_part;
+  auto defer = [&] {
+    Defer(s, ranges);
+    if (version) *version = ToC(s->version);
+    return CKPT_OK;
+  };
+  if (!s->deferred.empty()) {
+    if (deferrable) return defer();  // never overtake what is deferred
+    auto deadline = Clock::now() + std::chrono::milliseconds(kRingFullWaitMs);
+    if (Status st = SendDeferred(s, deadline); !st.ok()) {
+      s->pending = Status::Ok();  // returned now, not by the next call
+      return Fail(c, st);
+    }
+  }
   std::vector<iovec> iov;
   for (size_t i = 0; i < parts.size(); i++) {
     const bool last = i + 1 == parts.size();
@@ -613,6 +854,12 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
 
     if (!c->dead) PollEvents(c);
     if (c->dead) return Fail(c, DeadStatus(c));
+    if (deferrable) {  // one attempt: a full ring defers the commit instead of waiting
+      ssize_t rc = qb_ipcc_sendv(c->conn, iov.data(), iov.size());
+      if (rc == -EAGAIN) return defer();
+      if (rc < 0) return Fail(c, IpcError(c, rc, "send"));
+      continue;
+    }
     const uint32_t wait = (last && sync) ? WithMargin(t) : kRingFullWaitMs;
     auto deadline = Clock::now() + std::chrono::milliseconds(wait);
     Status st = SendRetrying(c, iov.data(), iov.size(), deadline);
@@ -651,7 +898,9 @@ CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeo
 }
 
 CKPT_API void ckpt_close(ckpt_segment_t* segment) {
-  if (segment) CloseSegment(segment, true);
+  if (!segment) return;
+  ClientLock lock(segment->client);
+  CloseSegment(segment, true);
 }
 
 // ---- any node ---------------------------------------------------------------------------------
@@ -659,6 +908,7 @@ CKPT_API void ckpt_close(ckpt_segment_t* segment) {
 CKPT_API int ckpt_pull(ckpt_client_t* client, const char* name, uint32_t timeout_ms,
                        ckpt_version_t* version) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   uint32_t t = OrDefault(timeout_ms, kDefaultPullMs);
   ipc::NameReq req{name, t};
@@ -670,6 +920,7 @@ CKPT_API int ckpt_pull(ckpt_client_t* client, const char* name, uint32_t timeout
 
 CKPT_API int ckpt_release(ckpt_client_t* client, const char* name, uint32_t timeout_ms) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   uint32_t t = OrDefault(timeout_ms, kDefaultSyncMs);
   ipc::NameReq req{name, t};
@@ -683,6 +934,7 @@ CKPT_API int ckpt_release(ckpt_client_t* client, const char* name, uint32_t time
 CKPT_API int ckpt_read(ckpt_client_t* client, const char* name, const ckpt_version_t* version,
                        uint64_t offset, void* buf, uint64_t len, ckpt_version_t* version_out) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   if (!buf && len > 0) return Fail(client, Err(Code::kInvalid, "ckpt_read: buf is NULL"));
   if (len > UINT64_MAX - offset) return Fail(client, Err(Code::kInvalid, "range overflows"));
@@ -722,6 +974,7 @@ CKPT_API int ckpt_read(ckpt_client_t* client, const char* name, const ckpt_versi
 
 CKPT_API int ckpt_delete(ckpt_client_t* client, const char* name) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   ipc::NameReq req{name, kQuickOpMs};
   ipc::EmptyMsg resp;
@@ -733,6 +986,7 @@ CKPT_API int ckpt_delete(ckpt_client_t* client, const char* name) {
 
 CKPT_API int ckpt_stat(ckpt_client_t* client, const char* name, ckpt_segment_info_t* info) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (!info) return Fail(client, Err(Code::kInvalid, "ckpt_stat: info is NULL"));
   if (Status st = CheckName(name); !st.ok()) return Fail(client, st);
   ipc::NameReq req{name, 0};
@@ -745,6 +999,7 @@ CKPT_API int ckpt_stat(ckpt_client_t* client, const char* name, ckpt_segment_inf
 // Pages through ckptd's catalog; an empty catalog gives *infos = NULL, *count = 0.
 CKPT_API int ckpt_list(ckpt_client_t* client, ckpt_segment_info_t** infos, size_t* count) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (!infos || !count) return Fail(client, Err(Code::kInvalid, "ckpt_list: NULL output"));
   *infos = nullptr;
   *count = 0;
@@ -779,6 +1034,7 @@ CKPT_API int ckpt_list(ckpt_client_t* client, ckpt_segment_info_t** infos, size_
 CKPT_API int ckpt_versions(ckpt_client_t* client, const char* name, ckpt_version_info_t** versions,
                            size_t* count) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (!versions || !count) return Fail(client, Err(Code::kInvalid, "ckpt_versions: NULL output"));
   *versions = nullptr;
   *count = 0;
@@ -801,6 +1057,7 @@ CKPT_API int ckpt_versions(ckpt_client_t* client, const char* name, ckpt_version
 
 CKPT_API int ckpt_cluster_status(ckpt_client_t* client, ckpt_cluster_info_t* info) {
   if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
   if (!info) return Fail(client, Err(Code::kInvalid, "ckpt_cluster_status: info is NULL"));
   ipc::EmptyMsg req;
   ipc::ClusterStatusResp resp;

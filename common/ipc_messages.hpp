@@ -22,7 +22,7 @@
 
 namespace ckpt::ipc {
 
-inline constexpr uint16_t kIpcVersion = 2;  // 2: SegmentInfo.compression
+inline constexpr uint16_t kIpcVersion = 3;  // 2: SegmentInfo.compression; 3: kCommitCoalesced
 inline constexpr const char* kServiceName = "ckptd";
 // libqb ring size asked by libckpt; COMMITs larger than this are sent in parts.
 inline constexpr uint32_t kMaxMessageBytes = 4u << 20;
@@ -48,6 +48,10 @@ enum Event : int32_t { kAsyncError = 100 };
 // Commit flags on the wire (CKPT_COMMIT_* plus framing).
 inline constexpr uint32_t kCommitSync = 1u << 0;
 inline constexpr uint32_t kCommitMorePartsFollow = 1u << 16;
+// The commit carries the union of several asynchronous commits libckpt deferred while the request
+// ring was full (client/deferred_commit.hpp): expected_seq is the seq libckpt gave the last of
+// them, and may be ahead of the next seq; the seqs in between never exist as versions.
+inline constexpr uint32_t kCommitCoalesced = 1u << 17;
 
 struct Range {
   uint64_t offset = 0;
@@ -80,7 +84,10 @@ struct OpenResp {
   std::string shm_path; // the local storage file to mmap (MAP_SHARED, read/write)
   uint64_t size = 0;
   Version version;      // version the local storage holds now
-  template <class F> void fields(F& f) { f(handle); f(shm_path); f(size); f(version); }
+  // The segment's versions_kept.  1: every version replaces the previous one, so libckpt may
+  // coalesce asynchronous commits (kCommitCoalesced); otherwise each commit stays a version.
+  uint32_t versions_kept = 0;
+  template <class F> void fields(F& f) { f(handle); f(shm_path); f(size); f(version); f(versions_kept); }
 };
 
 struct CommitReq {

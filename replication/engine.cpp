@@ -1055,7 +1055,8 @@ struct Engine::Impl {
     hd.epoch = s.cat.epoch;
     s.writer_handle = h;
     reply(c.conn_id, ipc::kOpen, Status::Ok(),
-          ipc::OpenResp{h, local_path(s.cat.name), s.cat.size, s.local.back().version});
+          ipc::OpenResp{h, local_path(s.cat.name), s.cat.size, s.local.back().version,
+                        s.cat.versions_kept});
   }
 
   void op_open(const Caller& c, std::span<const uint8_t> body) {
@@ -1200,6 +1201,7 @@ struct Engine::Impl {
     }
     LocalCopy& base = s->local.back();
     Version v{s->cat.epoch, std::max(base.version.seq, s->cat.latest.seq) + 1};
+    if ((req.flags & ipc::kCommitCoalesced) && req.expected_seq > v.seq) v.seq = req.expected_seq;
     if (req.expected_seq && req.expected_seq != v.seq) {
       return fail(Err(Code::kProtocol, "commit sequence mismatch (expected " +
                                            std::to_string(req.expected_seq) + ", ckptd at " +

@@ -53,6 +53,8 @@ class FakeDaemon {
   uint64_t applied_seq = 0;
   uint64_t fail_seq = 0;         // async FENCED event for the commit with this expected_seq
   uint64_t wrong_file_size = 0;  // OPEN reports a size different from the file
+  uint32_t versions_kept = 0;    // OPEN reports it (1 lets libckpt batch async commits)
+  std::vector<uint8_t> applied;  // the segment as the applied commits left it
   std::vector<uint8_t> image;    // what READ serves
 
   std::string shm_path_;
@@ -109,8 +111,10 @@ class FakeDaemon {
         int fd = open(d->shm_path_.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
         EXPECT_EQ(ftruncate(fd, req.size), 0);
         close(fd);
-        ipc::OpenResp resp{kHandle, d->shm_path_, req.size + d->wrong_file_size, {kEpoch, 0}};
+        ipc::OpenResp resp{
+            kHandle, d->shm_path_, req.size + d->wrong_file_size, {kEpoch, 0}, d->versions_kept};
         d->applied_seq = 0;
+        d->applied.assign(req.size, 0);
         Reply(c, h.id, Status::Ok(), resp);
         break;
       }
@@ -127,8 +131,16 @@ class FakeDaemon {
           Event(c, {kHandle, CKPT_ERR_NO_SPACE, "disk full on node3"});
           break;  // not applied
         }
-        EXPECT_EQ(req.expected_seq, d->applied_seq + 1);
+        if (req.flags & ipc::kCommitCoalesced)
+          EXPECT_GT(req.expected_seq, d->applied_seq);
+        else
+          EXPECT_EQ(req.expected_seq, d->applied_seq + 1);
         d->applied_seq = req.expected_seq;
+        for (size_t i = 0, pos = 0; i < req.ranges.size(); pos += req.ranges[i].length, i++) {
+          if (req.ranges[i].offset + req.ranges[i].length <= d->applied.size())
+            std::memcpy(d->applied.data() + req.ranges[i].offset, trailing.data() + pos,
+                        req.ranges[i].length);
+        }
         if (req.flags & ipc::kCommitSync)
           Reply(c, h.id, Status::Ok(), ipc::CommitResp{{kEpoch, req.expected_seq}});
         break;
@@ -362,6 +374,59 @@ TEST_F(WithFake, LargeCommitGoesInParts) {
   }
   ASSERT_EQ(all.size(), size);
   EXPECT_EQ(std::memcmp(all.data(), p, size), 0);
+}
+
+// versions_kept == 1: small asynchronous commits are copied into the deferred buffer and sent
+// by the flusher thread as coalesced commits; the last one carries the last seq, the bytes ckptd
+// applies equal the mapping, and a flush sends what is still deferred before FLUSH.
+TEST_F(WithFake, SmallAsyncCommitsAreBatched) {
+  fake_->versions_kept = 1;
+  ckpt_segment_t* s = Open(64 * 1024);
+  ASSERT_NE(s, nullptr);
+  constexpr uint64_t kCommits = 2000;
+  for (uint64_t i = 0; i < kCommits; i++) {
+    uint32_t v = static_cast<uint32_t>(i * 2654435761u);
+    ASSERT_EQ(ckpt_write(s, (i * 4) % (64 * 1024 - 4), &v, 4), CKPT_OK);
+    ckpt_version_t ver{};
+    ASSERT_EQ(ckpt_commit(s, 0, 0, &ver), CKPT_OK);
+    ASSERT_EQ(ver.seq, i + 1);
+  }
+  ASSERT_EQ(ckpt_flush(s, 1000), CKPT_OK) << ckpt_last_error(c_);
+  std::lock_guard<std::mutex> lock(fake_->mu);
+  ASSERT_FALSE(fake_->commits.empty());
+  EXPECT_LE(fake_->commits.size(), kCommits);
+  for (auto& c : fake_->commits) EXPECT_EQ(c.flags, ipc::kCommitCoalesced) << c.expected_seq;
+  EXPECT_EQ(fake_->commits.back().expected_seq, kCommits);
+  EXPECT_EQ(fake_->applied_seq, kCommits);
+  EXPECT_EQ(std::memcmp(fake_->applied.data(), ckpt_segment_data(s), 64 * 1024), 0);
+  // FLUSH came after the last commit.
+  EXPECT_EQ(fake_->ops.back(), ipc::kFlush);
+}
+
+// A commit larger than the batch limit, or a sync one, sends what is deferred first (in order).
+TEST_F(WithFake, LargeOrSyncCommitNeverOvertakesDeferred) {
+  fake_->versions_kept = 1;
+  ckpt_segment_t* s = Open(1 << 20);
+  ASSERT_NE(s, nullptr);
+  ASSERT_EQ(ckpt_write(s, 0, "a", 1), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(s, 0, 0, nullptr), CKPT_OK);  // small: batched
+  std::vector<uint8_t> big(256 * 1024, 'b');
+  ASSERT_EQ(ckpt_write(s, 1000, big.data(), big.size()), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(s, 0, 0, nullptr), CKPT_OK);  // large: direct, after the batch
+  ASSERT_EQ(ckpt_write(s, 1, "c", 1), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(s, 0, 0, nullptr), CKPT_OK);  // small again
+  ckpt_version_t v{};
+  ASSERT_EQ(ckpt_write(s, 2, "d", 1), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(s, CKPT_COMMIT_SYNC, 1000, &v), CKPT_OK) << ckpt_last_error(c_);
+  EXPECT_EQ(v.seq, 4u);
+  std::lock_guard<std::mutex> lock(fake_->mu);
+  uint64_t last = 0;
+  for (auto& c : fake_->commits) {
+    EXPECT_GT(c.expected_seq, last);  // the fake also checks seq order as it applies them
+    last = c.expected_seq;
+  }
+  EXPECT_EQ(fake_->applied_seq, 4u);
+  EXPECT_EQ(std::memcmp(fake_->applied.data(), ckpt_segment_data(s), 1 << 20), 0);
 }
 
 TEST_F(WithFake, AsyncErrorIsReturnedByNextCallThenResyncs) {

@@ -64,6 +64,26 @@ TEST(EngineTest, CreateCommitReplicatesToTargets) {
   for (uint32_t id = 1; id <= 4; id++) EXPECT_EQ(s->node(id).acks_without_persist, 0u);
 }
 
+// A coalesced commit (libckpt's batch of async commits) is labelled with the seq of the last
+// commit in it, which may skip seqs; without the flag, or behind ckptd, a seq is refused.
+TEST(EngineTest, CoalescedCommitTakesItsSeqAndOthersMustBeNext) {
+  auto s = Cluster(2);
+  Client c = Create(*s, 1, 11, "seg-c", 4096, {.replicas = 1});
+  uint64_t epoch = s->engine(1).Meta("seg-c")->epoch;
+  std::vector<uint8_t> model(4096, 0);
+  std::vector<Piece> p1 = {{0, Pattern(100, 1)}};
+  c.SendCommit(p1, ipc::kCommitCoalesced, 0, /*expected_seq=*/7);
+  ASSERT_TRUE(s->Pump());
+  ApplyPieces(model, p1);
+  ExpectReplicated(*s, "seg-c", model, {epoch, 7}, 1);
+  EXPECT_TRUE(c.AsyncErrors().empty());
+  // Not coalesced: must be exactly the next seq.
+  c.SendCommit({{0, Pattern(10, 2)}}, 0, 0, /*expected_seq=*/9);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_EQ(c.AsyncErrors().size(), 1u) << "seq 9 after 7 is a mismatch without the flag";
+  EXPECT_EQ(s->engine(1).LocalVersion("seg-c"), (Version{epoch, 7}));
+}
+
 TEST(EngineTest, ChunkReassemblyAndAtomicMultiPartCommit) {
   SimOptions o;
   o.send_budget = 8 * 1024;  // two chunks per TakeReady: transfers span many pumps
