@@ -16,6 +16,7 @@
 #include "agent/log.hpp"
 #include "agent/logging.hpp"
 #include "common/ipc_messages.hpp"
+#include "store/block_arena.hpp"
 
 namespace ckpt::agent {
 namespace {
@@ -365,6 +366,10 @@ void Daemon::OnTimerTick() {
   tick_armed_ = false;
   const uint64_t now = NowMs();
   engine_->OnTick(now);
+  if (now - last_arena_trim_ms_ >= block_arena::kTrimIntervalMs) {
+    last_arena_trim_ms_ = now;
+    block_arena::TrimIdle();
+  }
   FlushOverflow();  // normally done on drained; cheap safety net
   Pump();
   if (attributes_ && attributes_->has_failed() && now - last_attr_retry_ms_ >= kAttributeRetryMs) {

@@ -122,6 +122,7 @@ class Daemon {
   int exit_code_ = kExitOk;
   uint64_t corosync_away_since_ms_ = 0;  // 0 = connected
   uint64_t last_attr_retry_ms_ = 0;
+  uint64_t last_arena_trim_ms_ = 0;  // block_arena::TrimIdle()
 };
 
 // Detaches from the terminal (double fork, setsid, chdir /, stdio to /dev/null).  Returns in the

@@ -26,6 +26,9 @@ struct Arena {
   std::vector<uintptr_t> with_free;
   size_t fully_free = 0;  // chunks whose mask is kAllFree
   uint64_t free_blocks = 0;
+  // Fully free chunks -> the TrimIdle() generation in which they became fully free.
+  std::unordered_map<uintptr_t, uint64_t> idle_since;
+  uint64_t generation = 0;
 };
 
 Arena& TheArena() {
@@ -59,7 +62,10 @@ uint8_t* Allocate() {
       continue;
     }
     uint32_t& mask = it->second;
-    if (mask == kAllFree) a.fully_free--;
+    if (mask == kAllFree) {
+      a.fully_free--;
+      a.idle_since.erase(it->first);
+    }
     const int slot = std::countr_zero(mask);
     mask &= ~(uint32_t{1} << slot);
     if (mask == 0) a.with_free.pop_back();
@@ -87,11 +93,29 @@ void Free(uint8_t* block) {
   mask |= bit;
   a.free_blocks++;
   if (mask != kAllFree) return;
-  if (++a.fully_free <= kKeepFreeChunks) return;
-  munmap(reinterpret_cast<void*>(base), kChunkBytes);
-  a.free_mask.erase(it);
-  a.fully_free--;
-  a.free_blocks -= kSlots;
+  a.fully_free++;
+  a.idle_since[base] = a.generation;
+}
+
+size_t TrimIdle() {
+  Arena& a = TheArena();
+  std::lock_guard<std::mutex> lock(a.mu);
+  size_t unmapped = 0;
+  for (auto it = a.idle_since.begin();
+       it != a.idle_since.end() && a.fully_free > kKeepFreeChunks;) {
+    if (it->second == a.generation) {  // became free only in this interval: may be reused soon
+      ++it;
+      continue;
+    }
+    munmap(reinterpret_cast<void*>(it->first), kChunkBytes);
+    a.free_mask.erase(it->first);  // its with_free entry turns stale
+    a.fully_free--;
+    a.free_blocks -= kSlots;
+    unmapped++;
+    it = a.idle_since.erase(it);
+  }
+  a.generation++;
+  return unmapped;
 }
 
 Stats GetStats() {

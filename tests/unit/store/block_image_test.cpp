@@ -188,9 +188,13 @@ TEST(BlockArenaTest, BlocksAreAlignedDistinctAndReused) {
   EXPECT_EQ(block_arena::Allocate(), freed) << "a freed slot is reused first";
   blocks.push_back(freed);
   for (uint8_t* b : blocks) block_arena::Free(b);
+  EXPECT_GE(block_arena::GetStats().chunks, before.chunks + 3) << "free chunks stay for reuse";
+  block_arena::TrimIdle();  // they became free in this interval: kept
+  EXPECT_GE(block_arena::GetStats().chunks, before.chunks + 3);
+  block_arena::TrimIdle();  // still free a whole interval later: beyond the reserve, unmapped
   const block_arena::Stats after = block_arena::GetStats();
   EXPECT_LE(after.chunks, before.chunks + block_arena::kKeepFreeChunks)
-      << "free chunks beyond the reserve go back to the kernel";
+      << "idle free chunks beyond the reserve go back to the kernel";
 }
 
 TEST(BlockArenaTest, ConcurrentAllocateAndFree) {
