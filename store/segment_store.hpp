@@ -8,8 +8,10 @@
 // and an XXH3-64 checksum over header and payload; the version's segment checksum
 // (common/checksum.hpp) is stored too and verified when the version is rebuilt.  Files are written
 // to a temporary name, fsync'ed when `fsync` is true, renamed into place, and the directory
-// fsync'ed.  A file that fails any check is renamed to *.corrupt, counted, and never served; the
-// versions that depend on it are dropped (another holder's copy is used instead).
+// fsync'ed.  A retired version file becomes a spare (a temporary name) that the segment's next
+// record overwrites, so a stream of versions does not create and delete a file each.  A file
+// that fails any check is renamed to *.corrupt, counted, and never served; the versions that
+// depend on it are dropped (another holder's copy is used instead).
 // Deltas are compacted: when the chain since the last full file grows past the segment size,
 // PutDelta writes a full file instead.
 //
@@ -60,6 +62,7 @@ struct StoreCounters {
   uint64_t corrupt_files = 0;  // files found damaged (renamed *.corrupt)
   uint64_t files_written = 0;
   uint64_t bytes_written = 0;
+  uint64_t spares_reused = 0;  // record files written over a retired version file
 };
 
 class SegmentStore {

@@ -347,11 +347,78 @@ TEST_F(SegmentStoreTest, PruneKeepsWhatKeptVersionsDependOn) {
   store_ = Open();
   ASSERT_TRUE(store_->PutFull("p", {1, 6}, img, false).ok());
   ASSERT_TRUE(store_->Prune("p", {1, 6}).ok());
-  std::vector<std::string> left;
-  for (auto& e : fs::directory_iterator(SegDir("p"))) left.push_back(e.path().filename());
+  std::vector<std::string> left, spares;
+  for (auto& e : fs::directory_iterator(SegDir("p"))) {
+    std::string f = e.path().filename();
+    (f.starts_with(".spare.tmp-") ? spares : left).push_back(f);
+  }
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"1-6.full", "meta"}));
+  EXPECT_LE(spares.size(), 2u);  // retired files kept for reuse, at most two per segment
   EXPECT_TRUE(store_->Prune("never-stored", {1, 1}).ok());
+}
+
+// A stream of versions reuses the retired files instead of creating one per version; the
+// spares never show up as versions and a restart deletes them.
+TEST_F(SegmentStoreTest, RetiredFilesAreReusedAndNeverLoaded) {
+  const uint64_t size = 3 * kBlockSize + 100;
+  ASSERT_TRUE(store_->PutMeta(Meta("r", size), false).ok());
+  BlockImage img;
+  for (uint64_t seq = 1; seq <= 20; seq++) {
+    img = BlockImage::FromBytes(RandomBytes(size, seq));
+    ASSERT_TRUE(store_->PutFull("r", {1, seq}, img, false).ok());
+    ASSERT_TRUE(store_->Prune("r", {1, seq}).ok());
+  }
+  // A small delta lands in a spare that held a whole version: it is cut to the delta's length.
+  img.Write(7, RandomBytes(5, 100));
+  ASSERT_TRUE(store_->PutDelta("r", {1, 21}, {1, 20}, {{7, 5}}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("r", {1, 21}).ok());
+  EXPECT_LT(fs::file_size(VFile("r", {1, 21}, ".delta")), size);
+  img.Write(9, RandomBytes(5, 101));
+  ASSERT_TRUE(store_->PutFull("r", {1, 22}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("r", {1, 22}).ok());
+  auto last = Bytes(img);
+  EXPECT_GT(store_->counters().spares_reused, 0u);
+  size_t files = 0;
+  for (auto& e : fs::directory_iterator(SegDir("r"))) {
+    (void)e;
+    files++;
+  }
+  EXPECT_LE(files, 1u + 1u + 2u);  // meta, the kept version, at most two spares
+  StoreCounters counters;
+  auto segs = Reload(&counters);
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 22}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), last);
+  EXPECT_EQ(counters.corrupt_files, 0u);
+  for (auto& e : fs::directory_iterator(SegDir("r")))
+    EXPECT_FALSE(std::string(e.path().filename()).starts_with(".spare.tmp-"));
+}
+
+// A retired file above 16 MiB keeps only its inode: spares never hold a big version's disk.
+TEST_F(SegmentStoreTest, LargeRetiredFileIsEmptied) {
+  const uint64_t size = (16u << 20) + kBlockSize;
+  ASSERT_TRUE(store_->PutMeta(Meta("big", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+  ASSERT_TRUE(store_->PutFull("big", {1, 1}, img, false).ok());
+  img.Write(0, RandomBytes(1, 2));
+  ASSERT_TRUE(store_->PutFull("big", {1, 2}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("big", {1, 2}).ok());
+  uint64_t spare_bytes = 0, spares = 0;
+  for (auto& e : fs::directory_iterator(SegDir("big")))
+    if (std::string(e.path().filename()).starts_with(".spare.tmp-")) {
+      spares++;
+      spare_bytes += fs::file_size(e.path());
+    }
+  EXPECT_EQ(spares, 1u);
+  EXPECT_EQ(spare_bytes, 0u);
+  img.Write(1, RandomBytes(1, 3));
+  ASSERT_TRUE(store_->PutFull("big", {1, 3}, img, false).ok());  // into the emptied spare
+  auto v3 = Bytes(img);
+  ASSERT_TRUE(store_->Prune("big", {1, 3}).ok());
+  auto segs = Reload();
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 3}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), v3);
 }
 
 TEST_F(SegmentStoreTest, NewStoreContinuesChainFromHeaders) {
