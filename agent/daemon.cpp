@@ -99,6 +99,14 @@ const char* StoreOpName(repl::StoreOp::Kind k) {
       return "ensure-local";
     case repl::StoreOp::kRemoveLocal:
       return "remove-local";
+    case repl::StoreOp::kStreamBegin:
+      return "stream-begin";
+    case repl::StoreOp::kStreamAppend:
+      return "stream-append";
+    case repl::StoreOp::kStreamFinish:
+      return "stream-finish";
+    case repl::StoreOp::kStreamAbort:
+      return "stream-abort";
   }
   return "?";
 }

@@ -20,6 +20,8 @@ uint64_t WeightOf(const repl::StoreOp& op) {
     case K::kPutGlobal:
     case K::kInstallLocal:
       return op.image.size();
+    case K::kStreamAppend:
+      return op.length;
     case K::kPutDelta: {
       uint64_t n = 0;
       for (const ByteRange& r : op.ranges) n += r.length;
@@ -158,6 +160,18 @@ StoreWorker::Completion StoreWorker::Run(Job& job) {
       break;
     case K::kRemoveLocal:
       c.status = store_->RemoveLocal(name);
+      break;
+    case K::kStreamBegin:
+      c.status = store_->BeginFull(name, op.version, op.meta.size, op.checksum);
+      break;
+    case K::kStreamAppend:
+      c.status = store_->AppendFull(name, op.version, op.image, op.offset, op.length);
+      break;
+    case K::kStreamFinish:
+      c.status = store_->FinishFull(name, op.version, op.fsync);
+      break;
+    case K::kStreamAbort:
+      store_->AbortFull(name, op.version);
       break;
   }
   return c;

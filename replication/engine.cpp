@@ -139,6 +139,11 @@ struct Inbound {
   BlockImage image;
   std::vector<ByteRange> ranges;  // what the pieces covered (for delta persistence)
   uint32_t next_chunk = 0;
+  // A large full copy is written to the store as it arrives (StoreOp::kStreamBegin): `streamed`
+  // bytes from offset 0 were handed to the store.  Every way an Inbound ends (completion, a
+  // newer transfer, the sender leaving, an epoch change, a disconnect) finishes or aborts it.
+  bool streaming = false;
+  uint64_t streamed = 0;
 };
 
 struct Waiter {  // a client waiting for R acknowledgements
@@ -456,6 +461,58 @@ struct Engine::Impl {
   void flush_after_reply_ops() {
     for (StoreOp& op : after_reply_ops) ready.store_ops.push_back(std::move(op));
     after_reply_ops.clear();
+  }
+
+  // ---- stream-stored transfers (Inbound::streaming) -------------------------------------------
+  StoreOp stream_op(StoreOp::Kind kind, const Inbound& in) const {
+    StoreOp op;
+    op.kind = kind;
+    op.meta.name = in.header.name;
+    op.meta.size = in.header.size;
+    op.version = in.header.version;
+    return op;
+  }
+  // Called for chunk 0 of an accepted transfer.
+  void maybe_begin_stream(Inbound& in) {
+    const DataHeader& h = in.header;
+    if (h.kind != uint8_t(DataKind::kReplicate) || !h.base.empty() || h.chunk_count < 2 ||
+        h.size < cfg.stream_store_min_bytes)
+      return;
+    StoreOp op = stream_op(StoreOp::kStreamBegin, in);
+    op.checksum = h.checksum;
+    store_op(std::move(op));
+    in.streaming = true;
+    in.streamed = 0;
+  }
+  // After a chunk's pieces were written into in.image: hands the store the new contiguous bytes
+  // from offset 0; pieces out of order end the stream (the version is then written whole).
+  void stream_received(Inbound& in) {
+    if (!in.streaming) return;
+    if (in.ranges.size() != 1 || in.ranges[0].offset != 0) return abort_stream(in);
+    uint64_t upto = in.ranges[0].length;
+    if (upto <= in.streamed) return;
+    StoreOp op = stream_op(StoreOp::kStreamAppend, in);
+    op.image = in.image;  // a snapshot: later chunks clone the blocks they write
+    op.offset = in.streamed;
+    op.length = upto - in.streamed;
+    store_op(std::move(op));
+    in.streamed = upto;
+  }
+  void abort_stream(Inbound& in) {
+    if (!in.streaming) return;
+    store_op(stream_op(StoreOp::kStreamAbort, in));
+    in.streaming = false;
+  }
+  template <class Pred>
+  void drop_inbound_if(Pred pred) {
+    for (auto it = inbound.begin(); it != inbound.end();) {
+      if (pred(*it)) {
+        abort_stream(it->second);
+        it = inbound.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
 
   // Writes the segment's meta record when it changed since the last write (or a token asks).
@@ -1741,7 +1798,7 @@ struct Engine::Impl {
       lose_ownership(
           *s, Err(Code::kFenced, "segment '" + m.name + "' was taken over by " + node_name(from)));
     // Abort inbound transfers of the old epoch.
-    std::erase_if(inbound, [&](auto& kv) {
+    drop_inbound_if([&](auto& kv) {
       return kv.second.header.name == m.name &&
              kv.second.header.kind == uint8_t(DataKind::kReplicate);
     });
@@ -1946,9 +2003,11 @@ struct Engine::Impl {
     const DataHeader& h = d.data;
     auto key = std::make_pair(from, h.xfer_id);
     if (h.chunk_index == 0) {
+      if (auto old = inbound.find(key); old != inbound.end()) abort_stream(old->second);
       Inbound in;
       in.header = h;
       in.ignore = !accept_transfer(from, h, &in.image);
+      if (!in.ignore) maybe_begin_stream(in);
       auto [it, fresh] = inbound.insert_or_assign(key, std::move(in));
       if (it->second.ignore) {
         if (h.chunk_count == 1) inbound.erase(it);
@@ -1965,6 +2024,7 @@ struct Engine::Impl {
     if (h.chunk_index != in.next_chunk || h.xfer_id != in.header.xfer_id ||
         h.version != in.header.version || h.size != in.header.size) {
       counters.messages_dropped++;
+      abort_stream(in);
       inbound.erase(it);
       return;
     }
@@ -1977,6 +2037,7 @@ struct Engine::Impl {
         in.ranges.push_back({p.offset, p.bytes.size()});
     }
     in.next_chunk++;
+    stream_received(in);
     if (in.next_chunk < in.header.chunk_count) return;
     Inbound done = std::move(in);
     inbound.erase(it);
@@ -2027,6 +2088,12 @@ struct Engine::Impl {
     const DataHeader& h = in.header;
     Segment* s = find_live(h.name);
     bool fetch = h.kind == uint8_t(DataKind::kFetch);
+    // A stream not finished below (the version is not stored after all) is aborted.
+    struct AbortUnfinished {
+      Impl* impl;
+      Inbound* in;
+      ~AbortUnfinished() { impl->abort_stream(*in); }
+    } abort_unfinished{this, &in};
     if (in.image.checksum() != h.checksum) {
       counters.messages_dropped++;
       if (fetch) {
@@ -2065,7 +2132,17 @@ struct Engine::Impl {
     persist_meta(*s);
     uint64_t token = next_token++;
     token_to_ack[token] = {h.name, h.version, false, 0};
-    persist_version(*s, s->local.size() - 1, h.base.empty() ? nullptr : &in.ranges, token);
+    if (in.streaming && in.streamed == h.size) {
+      StoreOp op = stream_op(StoreOp::kStreamFinish, in);
+      op.fsync = s->cat.durability == CKPT_DURABILITY_FSYNC;
+      op.token = token;
+      store_op(std::move(op));
+      in.streaming = false;
+      s->local.back().persisted = true;  // optimistic, as in persist_version
+    } else {
+      abort_stream(in);
+      persist_version(*s, s->local.size() - 1, h.base.empty() ? nullptr : &in.ranges, token);
+    }
     trim_local(*s);
     counters.versions_stored++;
     // Global copy: the first target writes it (rate-limited in tick()).
@@ -2158,7 +2235,7 @@ struct Engine::Impl {
       prev = {self()};
     }
     // Inbound transfers from departed senders can never complete.
-    std::erase_if(inbound, [&](auto& kv) { return !live(kv.first.first); });
+    drop_inbound_if([&](auto& kv) { return !live(kv.first.first); });
     // Joined nodes re-announce their own holdings, and nothing we sent them before is theirs.
     for (uint32_t id : joined_nodes)
       if (id != self())
@@ -2198,7 +2275,7 @@ struct Engine::Impl {
     deferred_msgs.clear();
     for (auto& d : deferred_calls) reply_status(d.caller.conn_id, d.op, unavailable());
     deferred_calls.clear();
-    inbound.clear();
+    drop_inbound_if([](auto&) { return true; });
     outgoing.clear();
     staged_acks.clear();
     for (auto& [name, s] : segs) {

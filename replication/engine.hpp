@@ -51,6 +51,9 @@ struct EngineConfig {
   uint64_t max_segment_bytes = 1ull << 32;
   uint64_t max_total_bytes = 1ull << 36;
   uint32_t chunk_bytes = kMaxChunkBytes;  // DATA message payload incl. 12 B per piece
+  // A replica writes a full copy of at least this size while it arrives (kStreamBegin...), so
+  // its acknowledgement does not wait for a whole-version write after the last chunk.
+  uint64_t stream_store_min_bytes = 4u << 20;
   bool has_global_dir = false;
   std::string shm_dir = "/dev/shm/ckpt";  // must match the store's local storage directory
   uint32_t default_pull_timeout_ms = 60000;
@@ -74,12 +77,21 @@ struct StoreOp {
     kInstallLocal,  // meta (name, uid, gid, mode), image
     kEnsureLocal,   // meta (name, size, uid, gid, mode)
     kRemoveLocal,   // meta.name
+    // A whole version written while its transfer arrives (a replica's large full copy), so the
+    // write does not start only after the last chunk.  Begin, Appends in offset order covering
+    // [0, size), then Finish (which, like kPutFull, makes the version stored) or Abort.  A new
+    // Begin for the segment aborts an unfinished one.
+    kStreamBegin,   // meta.name, meta.size, version, checksum (the version's segment checksum)
+    kStreamAppend,  // meta.name, version, image, offset, length: image bytes [offset, +length)
+    kStreamFinish,  // meta.name, version, fsync
+    kStreamAbort,   // meta.name, version
   };
   Kind kind = kPutMeta;
   SegmentMeta meta;
   Version version, base;
   std::vector<ByteRange> ranges;
   BlockImage image;
+  uint64_t offset = 0, length = 0, checksum = 0;  // stream ops
   bool fsync = false;
   uint64_t token = 0;  // nonzero: report completion with OnStoreDone(token, status)
 };

@@ -274,6 +274,11 @@ class RecordSink {
     bytes_ += 8;
     return Flush();
   }
+  // Writes out what was added (so the caller's buffers may go) without finishing the record.
+  Status Drain() {
+    if (!status_.ok()) return status_;
+    return status_ = Flush();
+  }
   uint64_t bytes() const { return bytes_; }
 
  private:
@@ -309,47 +314,58 @@ class RecordSink {
 // Writes <dir>/<file> atomically: temp file, `fill`, [fsync], rename, [fsync dir].  With a
 // `spare` (a temporary file of the same directory, see FileSegmentStore::Retire) the record
 // overwrites it from offset 0 and cuts it to the record's length instead of creating a file.
+// Opens the temporary file a record of <dir>/<file> is written to: `spare` when it can be opened,
+// else a new one.  *tmp_path names it.
+Result<UniqueFd> OpenRecordTemp(const std::string& dir, const std::string& file, std::string spare,
+                                std::string* tmp_path) {
+  if (!spare.empty()) {
+    int raw = ::open(spare.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (raw >= 0) {
+      *tmp_path = std::move(spare);
+      return UniqueFd(raw);
+    }
+    ::unlink(spare.c_str());
+  }
+  return MakeTemp(dir, file, tmp_path);
+}
+
+// Completes a record written through `sink` into the temporary `tmp` (fd): trailer, cut to length
+// (a spare may be longer), [fsync], close, rename to <dir>/<file>.  The caller unlinks tmp on
+// error.
+Status FinishRecordFile(RecordSink& sink, UniqueFd& fd, const std::string& tmp,
+                        const std::string& dir, const std::string& file, bool fsync) {
+  CKPT_RETURN_IF_ERROR(sink.Finish());
+  struct stat fst;
+  if (::fstat(fd.get(), &fst) != 0) return ErrnoStatus("stat", tmp, errno);
+  if (static_cast<uint64_t>(fst.st_size) > sink.bytes() &&
+      ::ftruncate(fd.get(), static_cast<off_t>(sink.bytes())) != 0)
+    return ErrnoStatus("truncate", tmp, errno);
+  if (fsync && ::fsync(fd.get()) != 0) return ErrnoStatus("fsync", tmp, errno);
+  if (fd.close() != 0) return ErrnoStatus("close", tmp, errno);
+  std::string final_path = dir + "/" + file;
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0)
+    return ErrnoStatus("rename", tmp + " -> " + final_path, errno);
+  if (fsync) return FsyncDir(dir);
+  return Status::Ok();
+}
+
 template <class Fill>
 Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsync, Fill fill,
                        uint64_t* bytes_written, std::string spare = {}) {
   std::string tmp;
-  UniqueFd fd;
-  if (!spare.empty()) {
-    int raw = ::open(spare.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (raw >= 0) {
-      fd = UniqueFd(raw);
-      tmp = std::move(spare);
-    } else {
-      ::unlink(spare.c_str());
-    }
-  }
-  if (fd.get() < 0) {
-    auto made = MakeTemp(dir, file, &tmp);
-    if (!made.ok()) return made.status();
-    fd = std::move(*made);
-  }
-  std::string final_path = dir + "/" + file;
-  Status st = [&]() -> Status {
-    RecordSink sink(fd.get(), tmp);
-    fill(sink);
-    CKPT_RETURN_IF_ERROR(sink.Finish());
-    struct stat fst;
-    if (::fstat(fd.get(), &fst) != 0) return ErrnoStatus("stat", tmp, errno);
-    if (static_cast<uint64_t>(fst.st_size) > sink.bytes() &&
-        ::ftruncate(fd.get(), static_cast<off_t>(sink.bytes())) != 0)
-      return ErrnoStatus("truncate", tmp, errno);
-    if (fsync && ::fsync(fd.get()) != 0) return ErrnoStatus("fsync", tmp, errno);
-    if (fd.close() != 0) return ErrnoStatus("close", tmp, errno);
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0)
-      return ErrnoStatus("rename", tmp + " -> " + final_path, errno);
-    *bytes_written = sink.bytes();
-    return Status::Ok();
-  }();
+  auto fd = OpenRecordTemp(dir, file, std::move(spare), &tmp);
+  if (!fd.ok()) return fd.status();
+  RecordSink sink(fd->get(), tmp);
+  fill(sink);
+  Status st = FinishRecordFile(sink, *fd, tmp, dir, file, fsync);
   if (!st.ok()) {
-    ::unlink(tmp.c_str());
+    fd->reset();
+    // A failure after the rename (the directory fsync) leaves the record in place.
+    struct stat lst;
+    if (::lstat(tmp.c_str(), &lst) == 0) ::unlink(tmp.c_str());
     return st;
   }
-  if (fsync) return FsyncDir(dir);
+  *bytes_written = sink.bytes();
   return Status::Ok();
 }
 
@@ -659,6 +675,94 @@ class FileSegmentStore final : public SegmentStore {
     return Status::Ok();
   }
 
+  Status BeginFull(const std::string& name, Version v, uint64_t size,
+                   uint64_t segment_checksum) override {
+    CKPT_RETURN_IF_ERROR(ValidateSegmentName(name));
+    std::lock_guard lock(mu_);
+    CloseStream(name);
+    CKPT_RETURN_IF_ERROR(EnsureSegDir(name, false));
+    auto st = std::make_unique<Stream>();
+    st->version = v;
+    st->size = size;
+    std::string spare;
+    if (auto it = spares_.find(name); it != spares_.end() && !it->second.empty()) {
+      spare = std::move(it->second.back());
+      it->second.pop_back();
+      counters_.spares_reused++;
+    }
+    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), std::move(spare), &st->tmp);
+    if (!fd.ok()) return fd.status();
+    st->fd = std::move(*fd);
+    st->sink = std::make_unique<RecordSink>(st->fd.get(), st->tmp);
+    RecordHeader h{.kind = Kind::kFull,
+                   .name = name,
+                   .version = v,
+                   .base = {},
+                   .segment_size = size,
+                   .segment_checksum = segment_checksum,
+                   .stored_unix_ms = NowUnixMs(),
+                   .payload_len = size};
+    st->sink->AddOwned(EncodeHeader(h));
+    Status drained = st->sink->Drain();
+    streams_[name] = std::move(st);
+    if (!drained.ok()) CloseStream(name);
+    return drained;
+  }
+
+  Status AppendFull(const std::string& name, Version v, const BlockImage& image, uint64_t offset,
+                    uint64_t length) override {
+    std::lock_guard lock(mu_);
+    auto it = streams_.find(name);
+    if (it == streams_.end() || it->second->version != v)
+      return Err(Code::kNotFound, "no open write of " + name + " " + v.ToString());
+    Stream& st = *it->second;
+    Status bad;
+    if (image.size() != st.size) {
+      bad = Err(Code::kInvalid, "append to " + name + ": image size differs from the version");
+    } else if (offset != st.appended || length > st.size - offset) {
+      bad = Err(Code::kInvalid, "append to " + name + " at " + std::to_string(offset) + "+" +
+                                    std::to_string(length) + ", expected offset " +
+                                    std::to_string(st.appended));
+    } else {
+      st.sink->AddImageRange(image, offset, length);
+      bad = st.sink->Drain();
+      st.appended += length;
+    }
+    if (!bad.ok()) CloseStream(name);
+    return bad;
+  }
+
+  Status FinishFull(const std::string& name, Version v, bool fsync) override {
+    std::lock_guard lock(mu_);
+    auto it = streams_.find(name);
+    if (it == streams_.end() || it->second->version != v)
+      return Err(Code::kNotFound, "no open write of " + name + " " + v.ToString());
+    Stream& st = *it->second;
+    Status done = st.appended == st.size
+                      ? FinishRecordFile(*st.sink, st.fd, st.tmp, SegDir(name),
+                                         VersionFile(v, Kind::kFull), fsync)
+                      : Err(Code::kInvalid, "write of " + name + " finished after " +
+                                                std::to_string(st.appended) + " of " +
+                                                std::to_string(st.size) + " bytes");
+    if (!done.ok()) {
+      CloseStream(name);
+      return done;
+    }
+    counters_.files_written++;
+    counters_.bytes_written += st.sink->bytes();
+    const uint64_t size = st.size;
+    streams_.erase(it);
+    (void)Retire(name, SegDir(name) + "/" + VersionFile(v, Kind::kDelta));  // replaced, if any
+    Index(name)[v] = {Kind::kFull, {}, 0, size};
+    return Status::Ok();
+  }
+
+  void AbortFull(const std::string& name, Version v) override {
+    std::lock_guard lock(mu_);
+    auto it = streams_.find(name);
+    if (it != streams_.end() && it->second->version == v) CloseStream(name);
+  }
+
   Status Prune(const std::string& name, Version keep_from) override {
     CKPT_RETURN_IF_ERROR(ValidateSegmentName(name));
     std::lock_guard lock(mu_);
@@ -690,6 +794,10 @@ class FileSegmentStore final : public SegmentStore {
     index_.erase(name);
     dirs_made_.erase(name);
     spares_.erase(name);  // their files go with the directory below
+    if (auto it = streams_.find(name); it != streams_.end()) {
+      it->second->fd.reset();
+      streams_.erase(it);
+    }
     std::string dir = SegDir(name);
     struct stat st;
     if (::lstat(dir.c_str(), &st) == 0) {
@@ -1042,6 +1150,8 @@ class FileSegmentStore final : public SegmentStore {
       Version v;
       Kind kind;
       if (IsTempName(f)) {
+        auto open = streams_.find(name);
+        if (open != streams_.end() && open->second->tmp == dir + "/" + f) continue;  // in use
         ::unlink((dir + "/" + f).c_str());  // left by a crash before rename
       } else if (ParseVersionFile(f, &v, &kind)) {
         auto [it, inserted] = found.emplace(v, kind);
@@ -1113,6 +1223,36 @@ class FileSegmentStore final : public SegmentStore {
   static constexpr uint64_t kSpareKeepBytes = 16u << 20;
   std::map<std::string, std::vector<std::string>> spares_;
   uint64_t spare_seq_ = 0;
+  // Open BeginFull writes, at most one per segment.  Their temporary files are never deleted by
+  // LoadSegment's clean-up while open.
+  struct Stream {
+    Version version;
+    uint64_t size = 0, appended = 0;
+    std::string tmp;
+    UniqueFd fd;
+    std::unique_ptr<RecordSink> sink;  // refers to tmp: a Stream never moves (unique_ptr)
+  };
+  std::map<std::string, std::unique_ptr<Stream>> streams_;
+
+  // Drops the open write of `name`, if any; its temporary file becomes a spare.
+  void CloseStream(const std::string& name) {
+    auto it = streams_.find(name);
+    if (it == streams_.end()) return;
+    std::unique_ptr<Stream> st = std::move(it->second);
+    streams_.erase(it);
+    st->sink.reset();
+    st->fd.reset();
+    std::vector<std::string>& spares = spares_[name];
+    if (spares.size() < kMaxSparesPerSegment) {
+      struct stat fst;
+      if (::stat(st->tmp.c_str(), &fst) == 0 &&
+          static_cast<uint64_t>(fst.st_size) > kSpareKeepBytes)
+        (void)::truncate(st->tmp.c_str(), 0);
+      spares.push_back(st->tmp);
+    } else {
+      ::unlink(st->tmp.c_str());
+    }
+  }
   StoreCounters counters_;
 };
 

@@ -82,6 +82,18 @@ class SegmentStore {
   virtual Status PutDelta(const std::string& name, Version v, Version base,
                           const std::vector<ByteRange>& ranges, const BlockImage& image,
                           bool fsync) = 0;
+  // A full version written in pieces as it arrives: BeginFull opens a temporary record (and
+  // aborts an unfinished one of the segment), AppendFull adds image bytes [offset, +length) where
+  // offset is what was appended so far, FinishFull (once `size` bytes were appended) completes
+  // it like PutFull.  A failed append abandons the stream, so FinishFull then fails; AbortFull
+  // drops an open stream (no-op without one).  Errors: kInvalid (order, sizes), kNotFound (no
+  // stream of that version), kIo.
+  virtual Status BeginFull(const std::string& name, Version v, uint64_t size,
+                           uint64_t segment_checksum) = 0;
+  virtual Status AppendFull(const std::string& name, Version v, const BlockImage& image,
+                            uint64_t offset, uint64_t length) = 0;
+  virtual Status FinishFull(const std::string& name, Version v, bool fsync) = 0;
+  virtual void AbortFull(const std::string& name, Version v) = 0;
   // Drops stored versions older than `keep_from` (files a kept version depends on stay).
   virtual Status Prune(const std::string& name, Version keep_from) = 0;
   // Removes the segment's directory (and its global copy when `global` is true).

@@ -771,12 +771,16 @@ TEST(EngineTest, LimitsAndPermissions) {
   EXPECT_TRUE(root2.Delete("priv").ok());
 }
 
-TEST(EngineTest, ReplicaStoreFailureGetsFullResend) {
-  auto s = Cluster(3);
+// A replica whose store fails acknowledges kFailed and gets the version again, whether it writes
+// it whole after the last chunk (small segments) or while it arrives (streamed).
+void ReplicaStoreFailureGetsFullResend(uint64_t stream_min_bytes, StoreOp::Kind failing) {
+  SimOptions o;
+  o.stream_store_min_bytes = stream_min_bytes;
+  auto s = Cluster(3, o);
   s->capture = true;
   Client c = Create(*s, 1, 11, "sf", 30000, {.replicas = 1});
   uint32_t t = s->engine(1).ReplicaTargets("sf").at(0);
-  s->node(t).store.fault = {1, Code::kIo, StoreOp::kPutFull};
+  s->node(t).store.fault = {1, Code::kIo, failing};
   std::vector<uint8_t> model(30000, 0);
   std::vector<Piece> p = {{0, Pattern(30000, 3)}};
   ASSERT_TRUE(c.Commit(p, false).ok());
@@ -796,6 +800,72 @@ TEST(EngineTest, ReplicaStoreFailureGetsFullResend) {
   EXPECT_EQ(acks[1], uint32_t(AckStatus::kStored));
   EXPECT_EQ(s->engine(1).counters().full_transfers_sent, 2u);
   ExpectReplicated(*s, "sf", model, v, 1);
+  EXPECT_TRUE(s->node(t).store.violations.empty()) << s->node(t).store.violations.front();
+  EXPECT_TRUE(s->node(t).store.streams.empty());  // nothing left open
+}
+TEST(EngineTest, ReplicaStoreFailureGetsFullResend) {
+  ReplicaStoreFailureGetsFullResend(1u << 20, StoreOp::kPutFull);
+}
+TEST(EngineTest, ReplicaStreamAppendFailureGetsFullResend) {
+  ReplicaStoreFailureGetsFullResend(16 * 1024, StoreOp::kStreamAppend);
+}
+TEST(EngineTest, ReplicaStreamFinishFailureGetsFullResend) {
+  ReplicaStoreFailureGetsFullResend(16 * 1024, StoreOp::kStreamFinish);
+}
+
+// A large full copy is written by the replica while it arrives: Begin at chunk 0, one Append per
+// chunk in offset order covering the segment, Finish before the ACK; small ones are written whole.
+TEST(EngineTest, LargeFullCopyIsStreamedToTheReplicaStore) {
+  SimOptions o;
+  o.stream_store_min_bytes = 16 * 1024;
+  auto s = Cluster(3, o);
+  Client big = Create(*s, 1, 11, "big", 40000, {.replicas = 2});
+  Client small = Create(*s, 1, 12, "small", 8000, {.replicas = 2});
+  std::vector<uint8_t> model(40000, 0), small_model(8000, 0);
+  for (uint32_t id = 1; id <= 3; id++) s->node(id).store.log.clear();
+  std::vector<Piece> p = {{0, Pattern(40000, 7)}};
+  ASSERT_TRUE(big.Commit(p, true).ok());
+  ApplyPieces(model, p);
+  std::vector<Piece> q = {{0, Pattern(8000, 8)}};
+  ASSERT_TRUE(small.Commit(q, true).ok());
+  ApplyPieces(small_model, q);
+  ExpectReplicated(*s, "big", model, *s->engine(1).LocalVersion("big"), 2);
+  ExpectReplicated(*s, "small", small_model, *s->engine(1).LocalVersion("small"), 2);
+  for (uint32_t t : s->engine(1).ReplicaTargets("big")) {
+    const auto& log = s->node(t).store.log;
+    auto count = [&](StoreOp::Kind k) { return std::count(log.begin(), log.end(), k); };
+    EXPECT_EQ(count(StoreOp::kStreamBegin), 1);
+    EXPECT_GE(count(StoreOp::kStreamAppend), 40000 / 4096);  // ~one per chunk
+    EXPECT_EQ(count(StoreOp::kStreamFinish), 1);
+    EXPECT_EQ(count(StoreOp::kStreamAbort), 0);
+    EXPECT_EQ(count(StoreOp::kPutFull), 1);  // the small segment, written whole
+    EXPECT_TRUE(s->node(t).store.violations.empty());
+  }
+}
+
+// A replica whose sender leaves mid-transfer aborts the stream it opened; the new owner's copy
+// is stored later as usual.
+TEST(EngineTest, StreamOfADepartedSenderIsAborted) {
+  SimOptions o;
+  o.stream_store_min_bytes = 16 * 1024;
+  o.send_budget = 8 * 1024;  // a few chunks per pump, so the transfer is in flight for a while
+  auto s = Cluster(3, o);
+  Client c = Create(*s, 1, 11, "gone", 200000, {.replicas = 2});
+  std::vector<Piece> p = {{0, Pattern(200000, 9)}};
+  c.SendCommit(p, 0);  // async, and the sim is stepped by hand below
+  // Deliver only part of the transfer, then node 1 dies.
+  size_t open = 0;
+  for (int i = 0; i < 40 && open == 0; i++) {
+    s->Step();
+    open = s->node(2).store.streams.size() + s->node(3).store.streams.size();
+  }
+  ASSERT_GT(open, 0u) << "no replica had begun writing the transfer";
+  s->Crash(1);
+  ASSERT_TRUE(s->Pump());
+  for (uint32_t id = 2; id <= 3; id++) {
+    EXPECT_TRUE(s->node(id).store.streams.empty()) << "node " << id;
+    EXPECT_TRUE(s->node(id).store.violations.empty());
+  }
 }
 
 TEST(EngineTest, ReplicaStoreNoSpaceIsNotAcknowledgedAsStored) {

@@ -34,6 +34,7 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
   if (fault.count > 0 && (!fault.kind || *fault.kind == op.kind)) {
     fault.count--;
     failed_ops++;
+    if (op.kind == StoreOp::kStreamAppend) streams.erase(op.meta.name);  // as the real store
     return Err(fault.code, "injected store failure");
   }
   const std::string& name = op.meta.name;
@@ -67,6 +68,7 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
     }
     case StoreOp::kDropSegment:
       segs.erase(name);
+      streams.erase(name);
       if (op.fsync) global.erase(name);
       break;
     case StoreOp::kPutGlobal:
@@ -85,6 +87,45 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
     }
     case StoreOp::kRemoveLocal:
       local.erase(name);
+      break;
+    case StoreOp::kStreamBegin:
+      streams[name] = {op.version, 0, BlockImage::Zero(op.meta.size)};
+      break;
+    case StoreOp::kStreamAppend: {
+      auto it = streams.find(name);
+      if (it == streams.end() || it->second.version != op.version)
+        return Err(Code::kNotFound, "no open write");
+      Stream& st = it->second;
+      if (op.offset != st.appended || op.image.size() != st.image.size() ||
+          op.length > st.image.size() - op.offset) {
+        violations.push_back("StreamAppend " + name + " " + op.version.ToString() + " at " +
+                             std::to_string(op.offset) + " after " + std::to_string(st.appended));
+        streams.erase(it);
+        return Err(Code::kInvalid, "append out of order");
+      }
+      std::vector<uint8_t> buf(op.length);
+      op.image.Read(op.offset, buf);
+      st.image.Write(op.offset, buf);
+      st.appended += op.length;
+      break;
+    }
+    case StoreOp::kStreamFinish: {
+      auto it = streams.find(name);
+      if (it == streams.end() || it->second.version != op.version)
+        return Err(Code::kNotFound, "no open write");
+      if (it->second.appended != it->second.image.size()) {
+        violations.push_back("StreamFinish " + name + " " + op.version.ToString() + " after " +
+                             std::to_string(it->second.appended) + " bytes");
+        streams.erase(it);
+        return Err(Code::kInvalid, "finish before the end");
+      }
+      segs[name].versions[op.version] = std::move(it->second.image);
+      streams.erase(it);
+      break;
+    }
+    case StoreOp::kStreamAbort:
+      if (auto it = streams.find(name); it != streams.end() && it->second.version == op.version)
+        streams.erase(it);
       break;
   }
   return Status::Ok();
@@ -149,6 +190,7 @@ void Sim::Start(std::vector<uint32_t> ids, int ring) {
     c.max_segment_bytes = opt_.max_segment_bytes;
     c.max_total_bytes = opt_.max_total_bytes;
     c.chunk_bytes = opt_.chunk_bytes;
+    c.stream_store_min_bytes = opt_.stream_store_min_bytes;
     c.has_global_dir = opt_.has_global_dir;
     c.shm_dir = "/dev/shm/ckpt-sim";
     if (configure) configure(c);

@@ -62,10 +62,16 @@ class FakeStore {
 
   std::map<std::string, Seg> segs;
   std::map<std::string, BlockImage> local;  // local storage (the owner application's file)
+  struct Stream {                           // an open kStreamBegin write
+    Version version;
+    uint64_t appended = 0;
+    BlockImage image;
+  };
+  std::map<std::string, Stream> streams;
   Fault fault;
   bool stall = false;  // completions are held until un-stalled (a hung disk)
   uint64_t ops = 0, failed_ops = 0, delta_without_base = 0;
-  std::vector<std::string> violations;  // descriptions of PutDelta without base
+  std::vector<std::string> violations;  // PutDelta without base, stream ops out of order
   std::vector<StoreOp::Kind> log;
 
   Status Apply(const StoreOp& op, std::map<std::string, LoadedSegment>& global);
@@ -78,6 +84,7 @@ class FakeStore {
 struct SimOptions {
   uint32_t nodes = 3;
   uint32_t chunk_bytes = 4096;
+  uint64_t stream_store_min_bytes = 16 * 1024;  // small, so simulations stream-store too
   size_t send_budget = 64 * 1024;
   uint32_t default_replicas = 1;
   uint32_t default_versions_kept = 1;

@@ -429,6 +429,90 @@ TEST_F(SegmentStoreTest, NewStoreContinuesChainFromHeaders) {
   EXPECT_TRUE(fs::exists(VFile("lazy", {1, 3}, ".delta")));
 }
 
+// ---- streamed full versions (BeginFull / AppendFull / FinishFull) ------------------------------
+
+TEST_F(SegmentStoreTest, StreamedFullIsStoredLikePutFull) {
+  const uint64_t size = 5 * kBlockSize + 321;
+  ASSERT_TRUE(store_->PutMeta(Meta("st", size), false).ok());
+  ASSERT_TRUE(
+      store_->PutFull("st", {1, 1}, BlockImage::FromBytes(RandomBytes(size, 1)), false).ok());
+  auto bytes = RandomBytes(size, 2);
+  BlockImage img = BlockImage::FromBytes(bytes);
+  ASSERT_TRUE(store_->BeginFull("st", {1, 2}, size, img.checksum()).ok());
+  uint64_t off = 0;
+  for (uint64_t len : {uint64_t{1000}, uint64_t{kBlockSize}, uint64_t{3 * kBlockSize + 7}}) {
+    ASSERT_TRUE(store_->AppendFull("st", {1, 2}, img, off, len).ok());
+    off += len;
+  }
+  EXPECT_EQ(store_->FinishFull("st", {1, 2}, false).code(), Code::kInvalid);  // not all there
+  // That failure abandoned the stream: start again and finish it.
+  ASSERT_TRUE(store_->BeginFull("st", {1, 2}, size, img.checksum()).ok());
+  ASSERT_TRUE(store_->AppendFull("st", {1, 2}, img, 0, size).ok());
+  ASSERT_TRUE(store_->FinishFull("st", {1, 2}, true).ok());
+  ASSERT_TRUE(store_->Prune("st", {1, 2}).ok());
+  StoreCounters counters;
+  auto segs = Reload(&counters);
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 2}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), bytes);
+  EXPECT_EQ(counters.corrupt_files, 0u);
+  // A delta on a streamed version works like on any full file.
+  img.Write(3, RandomBytes(4, 3));
+  ASSERT_TRUE(store_->PutDelta("st", {1, 3}, {1, 2}, {{3, 4}}, img, false).ok());
+  segs = Reload();
+  EXPECT_EQ(Bytes(segs[0].versions.back().image), Bytes(img));
+}
+
+TEST_F(SegmentStoreTest, BadStreamOpsFailAndKeepTheStoredVersion) {
+  const uint64_t size = 2 * kBlockSize;
+  ASSERT_TRUE(store_->PutMeta(Meta("bad", size), false).ok());
+  auto v1 = RandomBytes(size, 1);
+  ASSERT_TRUE(store_->PutFull("bad", {1, 1}, BlockImage::FromBytes(v1), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 2));
+  EXPECT_EQ(store_->AppendFull("bad", {1, 2}, img, 0, 10).code(), Code::kNotFound);  // no Begin
+  EXPECT_EQ(store_->FinishFull("bad", {1, 2}, false).code(), Code::kNotFound);
+  ASSERT_TRUE(store_->BeginFull("bad", {1, 2}, size, img.checksum()).ok());
+  EXPECT_EQ(store_->AppendFull("bad", {1, 3}, img, 0, 10).code(), Code::kNotFound);  // other v
+  EXPECT_EQ(store_->AppendFull("bad", {1, 2}, img, 10, 10).code(), Code::kInvalid);  // a gap
+  EXPECT_EQ(store_->FinishFull("bad", {1, 2}, false).code(), Code::kNotFound);       // abandoned
+  ASSERT_TRUE(store_->BeginFull("bad", {1, 2}, size, img.checksum()).ok());
+  EXPECT_EQ(store_->AppendFull("bad", {1, 2}, BlockImage::Zero(size + 1), 0, 1).code(),
+            Code::kInvalid);  // image of another size
+  ASSERT_TRUE(store_->BeginFull("bad", {1, 2}, size, img.checksum()).ok());
+  ASSERT_TRUE(store_->AppendFull("bad", {1, 2}, img, 0, 100).ok());
+  store_->AbortFull("bad", {1, 2});
+  EXPECT_EQ(store_->FinishFull("bad", {1, 2}, false).code(), Code::kNotFound);
+  store_->AbortFull("bad", {1, 2});  // nothing open: a no-op
+  // A stream left open when the store goes away (a crash) is never loaded as a version.
+  ASSERT_TRUE(store_->BeginFull("bad", {1, 4}, size, img.checksum()).ok());
+  ASSERT_TRUE(store_->AppendFull("bad", {1, 4}, img, 0, size).ok());
+  auto segs = Reload();
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), v1);
+  for (auto& e : fs::directory_iterator(SegDir("bad")))
+    EXPECT_FALSE(std::string(e.path().filename()).find(".tmp-") != std::string::npos) << e.path();
+}
+
+TEST_F(SegmentStoreTest, NewStreamOrDropEndsAnOpenOne) {
+  const uint64_t size = kBlockSize + 5;
+  ASSERT_TRUE(store_->PutMeta(Meta("re", size), false).ok());
+  BlockImage a = BlockImage::FromBytes(RandomBytes(size, 1));
+  BlockImage b = BlockImage::FromBytes(RandomBytes(size, 2));
+  ASSERT_TRUE(store_->BeginFull("re", {1, 1}, size, a.checksum()).ok());
+  ASSERT_TRUE(store_->AppendFull("re", {1, 1}, a, 0, 100).ok());
+  ASSERT_TRUE(store_->BeginFull("re", {1, 2}, size, b.checksum()).ok());  // replaces it
+  EXPECT_EQ(store_->AppendFull("re", {1, 1}, a, 100, 100).code(), Code::kNotFound);
+  ASSERT_TRUE(store_->AppendFull("re", {1, 2}, b, 0, size).ok());
+  ASSERT_TRUE(store_->FinishFull("re", {1, 2}, false).ok());
+  auto segs = Reload();
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 2}}));
+  EXPECT_EQ(Bytes(segs[0].versions[0].image), Bytes(b));
+  ASSERT_TRUE(store_->BeginFull("re", {1, 3}, size, a.checksum()).ok());
+  ASSERT_TRUE(store_->DropSegment("re", false).ok());
+  EXPECT_FALSE(fs::exists(SegDir("re")));
+  EXPECT_EQ(store_->AppendFull("re", {1, 3}, a, 0, 1).code(), Code::kNotFound);
+}
+
 TEST_F(SegmentStoreTest, DropSegmentRemovesEverything) {
   PutChain("gone", 1000, 3);
   PutChain("stays", 1000, 1);
