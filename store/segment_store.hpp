@@ -9,7 +9,9 @@
 // (common/checksum.hpp) is stored too and verified when the version is rebuilt.  Files are written
 // to a temporary name, fsync'ed when `fsync` is true, renamed into place, and the directory
 // fsync'ed.  A retired version file becomes a spare (a temporary name) that the segment's next
-// record overwrites, so a stream of versions does not create and delete a file each.  A file
+// record overwrites, so a stream of versions does not create and delete a file each (at most
+// two per segment and spare_budget_bytes in all keep their bytes; so a segment may briefly
+// use up to versions_kept + 2 files of disk).  A file
 // that fails any check is renamed to *.corrupt, counted, and never served; the versions that
 // depend on it are dropped (another holder's copy is used instead).
 // Deltas are compacted: when the chain since the last full file grows past the segment size,
@@ -56,6 +58,9 @@ struct StoreOptions {
   std::string state_dir;   // required
   std::string global_dir;  // "" = none
   std::string shm_dir;     // local storage for owners, e.g. /dev/shm/ckpt
+  // Bytes of retired version files kept for the next versions to overwrite (see the layout
+  // above); beyond it a retired file keeps only its inode.
+  uint64_t spare_budget_bytes = 1ull << 30;
 };
 
 struct StoreCounters {
