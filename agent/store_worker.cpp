@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "common/status.hpp"
-#include "store/block_arena.hpp"
 
 namespace ckpt::agent {
 namespace {
@@ -163,10 +162,6 @@ StoreWorker::Completion StoreWorker::Run(Job& job) {
       c.status = store_->RemoveLocal(name);
       break;
     case K::kStreamBegin:
-      // The loop thread is about to fill a fresh image of this size chunk by chunk: fault its
-      // memory in here, so that thread keeps draining corosync (FACTS: a CPG client that falls
-      // behind makes corosync queue its deliveries and hand them over slowly).
-      block_arena::Reserve(op.meta.size);
       c.status = store_->BeginFull(name, op.version, op.meta.size, op.checksum);
       break;
     case K::kStreamAppend:

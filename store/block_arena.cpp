@@ -2,7 +2,6 @@
 
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <bit>
 #include <mutex>
 #include <new>
@@ -96,37 +95,6 @@ void Free(uint8_t* block) {
   if (mask != kAllFree) return;
   a.fully_free++;
   a.idle_since[base] = a.generation;
-}
-
-void Reserve(uint64_t bytes) {
-  Arena& a = TheArena();
-  bytes = std::min(bytes, kMaxReserveBytes);
-  uint64_t have;
-  {
-    std::lock_guard<std::mutex> lock(a.mu);
-    have = a.free_blocks * kBlockSize;
-  }
-  while (have < bytes) {
-    uintptr_t base;
-    try {
-      base = MapChunk();
-    } catch (const std::bad_alloc&) {
-      return;  // the blocks will be faulted (or fail) when allocated
-    }
-    void* p = reinterpret_cast<void*>(base);
-#ifdef MADV_POPULATE_WRITE
-    if (madvise(p, kChunkBytes, MADV_POPULATE_WRITE) != 0)
-#endif
-      for (size_t off = 0; off < kChunkBytes; off += 4096)
-        static_cast<volatile uint8_t*>(p)[off] = 0;
-    std::lock_guard<std::mutex> lock(a.mu);
-    a.free_mask[base] = kAllFree;
-    a.with_free.push_back(base);
-    a.free_blocks += kSlots;
-    a.fully_free++;
-    a.idle_since[base] = a.generation;
-    have = a.free_blocks * kBlockSize;
-  }
 }
 
 size_t TrimIdle() {

@@ -28,12 +28,6 @@ inline constexpr uint64_t kTrimIntervalMs = 10000;  // how often ckptd calls Tri
 
 uint8_t* Allocate();
 void Free(uint8_t* block);
-// Maps and faults in chunks until at least `bytes` (capped at kMaxReserveBytes) of free blocks
-// are ready, outside the arena's lock.  For a thread other than the one about to fill an image
-// (ckptd's store worker, when a large transfer begins): the filling thread then only copies.
-// Unused reserved chunks go back through TrimIdle() like any free chunk.
-inline constexpr uint64_t kMaxReserveBytes = 1ull << 30;
-void Reserve(uint64_t bytes);
 // Unmaps fully free chunks beyond kKeepFreeChunks that were not reused since the previous call.
 // Returns the number of chunks unmapped.
 size_t TrimIdle();

@@ -197,25 +197,6 @@ TEST(BlockArenaTest, BlocksAreAlignedDistinctAndReused) {
       << "idle free chunks beyond the reserve go back to the kernel";
 }
 
-// Reserve() readies free blocks ahead (mapped and faulted in), allocations then take them without
-// mapping; unused reserved chunks go back through TrimIdle() like any free chunk.
-TEST(BlockArenaTest, ReserveReadiesFreeBlocks) {
-  const uint64_t want = 40 * block_arena::kChunkBytes;
-  block_arena::Reserve(want);
-  const block_arena::Stats reserved = block_arena::GetStats();
-  EXPECT_GE(reserved.free_blocks * kBlockSize, want);
-  block_arena::Reserve(want);  // already there: maps nothing more
-  EXPECT_EQ(block_arena::GetStats().chunks, reserved.chunks);
-  std::vector<uint8_t*> blocks;
-  for (uint64_t i = 0; i < want / kBlockSize; i++) blocks.push_back(block_arena::Allocate());
-  EXPECT_EQ(block_arena::GetStats().chunks, reserved.chunks) << "allocations used the reserve";
-  for (uint8_t* b : blocks) block_arena::Free(b);
-  block_arena::TrimIdle();
-  block_arena::TrimIdle();
-  EXPECT_LE(block_arena::GetStats().chunks, block_arena::kKeepFreeChunks + 1)
-      << "idle reserved chunks go back to the kernel";
-}
-
 TEST(BlockArenaTest, ConcurrentAllocateAndFree) {
   auto churn = [](int seed) {
     std::vector<uint8_t*> held;
