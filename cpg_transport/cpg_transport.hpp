@@ -47,6 +47,7 @@ struct CpgCounters {
   uint64_t reconnects = 0;
   uint64_t queue_full = 0;       // Send() refused for lack of room
   uint64_t dropped_at_loss = 0;  // queued messages discarded when corosync went away
+  uint64_t pokes = 0;            // wake-up requests sent after large deliveries
 };
 
 class CpgTransport {

@@ -440,7 +440,8 @@ TEST(CpgTransport, SendAndShutdownFromCallbacks) {
   t.reset();
 }
 
-// Not an assertion: prints throughput of one member sending to itself over loopback.
+// Prints throughput of one member sending to itself over loopback, and checks the wake-up rule:
+// corosync is poked after deliveries of 256 KiB or more, never after smaller ones.
 TEST(CpgTransport, Throughput) {
   CpgTransport::Options opts;
   opts.group = "ckpt-test-bench";
@@ -453,10 +454,14 @@ TEST(CpgTransport, Throughput) {
     m.tag = ++tag, m.to_send = count, m.sent = 0;
     m.order.clear();
     m.size_of = [size](uint32_t) { return size; };
-    uint64_t try_again0 = m.t->counters().try_again;
+    uint64_t try_again0 = m.t->counters().try_again, pokes0 = m.t->counters().pokes;
     auto start = Clock::now();
     m.Pump();
     ASSERT_TRUE(m.loop.RunUntil([&] { return m.order.size() == count; }, 120000));
+    if (size < (size_t{256} << 10))
+      EXPECT_EQ(m.t->counters().pokes, pokes0);
+    else
+      EXPECT_GT(m.t->counters().pokes, pokes0);
     double secs = std::chrono::duration<double>(m.last_delivery - start).count();
     std::printf(
         "  throughput %7zu-byte messages: %8.0f msgs/s  %7.1f MB/s  (%u msgs, "
