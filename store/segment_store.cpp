@@ -311,9 +311,6 @@ class RecordSink {
   Status status_;
 };
 
-// Writes <dir>/<file> atomically: temp file, `fill`, [fsync], rename, [fsync dir].  With a
-// `spare` (a temporary file of the same directory, see FileSegmentStore::Retire) the record
-// overwrites it from offset 0 and cuts it to the record's length instead of creating a file.
 // Opens the temporary file a record of <dir>/<file> is written to: `spare` when it can be opened,
 // else a new one.  *tmp_path names it.
 Result<UniqueFd> OpenRecordTemp(const std::string& dir, const std::string& file, std::string spare,
@@ -349,6 +346,9 @@ Status FinishRecordFile(RecordSink& sink, UniqueFd& fd, const std::string& tmp,
   return Status::Ok();
 }
 
+// Writes <dir>/<file> atomically: temp file, `fill`, [fsync], rename, [fsync dir].  With a
+// `spare` (a temporary file of the same directory, see FileSegmentStore::Retire) the record
+// overwrites it from offset 0 and cuts it to the record's length instead of creating a file.
 template <class Fill>
 Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsync, Fill fill,
                        uint64_t* bytes_written, std::string spare = {}) {
@@ -360,9 +360,8 @@ Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsy
   Status st = FinishRecordFile(sink, *fd, tmp, dir, file, fsync);
   if (!st.ok()) {
     fd->reset();
-    // A failure after the rename (the directory fsync) leaves the record in place.
-    struct stat lst;
-    if (::lstat(tmp.c_str(), &lst) == 0) ::unlink(tmp.c_str());
+    // After a rename (a failed directory fsync) tmp is gone and the record stays in place.
+    ::unlink(tmp.c_str());
     return st;
   }
   *bytes_written = sink.bytes();
@@ -684,8 +683,7 @@ class FileSegmentStore final : public SegmentStore {
     auto st = std::make_unique<Stream>();
     st->version = v;
     st->size = size;
-    std::string spare = TakeSpare(name);
-    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), std::move(spare), &st->tmp);
+    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), TakeSpare(name), &st->tmp);
     if (!fd.ok()) return fd.status();
     st->fd = std::move(*fd);
     st->sink = std::make_unique<RecordSink>(st->fd.get(), st->tmp);
@@ -743,8 +741,7 @@ class FileSegmentStore final : public SegmentStore {
       CloseStream(name);
       return done;
     }
-    counters_.files_written++;
-    counters_.bytes_written += st.sink->bytes();
+    CountWritten(st.sink->bytes());
     const uint64_t size = st.size;
     streams_.erase(it);
     (void)Retire(name, SegDir(name) + "/" + VersionFile(v, Kind::kDelta));  // replaced, if any
@@ -788,11 +785,8 @@ class FileSegmentStore final : public SegmentStore {
     std::lock_guard lock(mu_);
     index_.erase(name);
     dirs_made_.erase(name);
-    ForgetSpares(name);  // their files go with the directory below
-    if (auto it = streams_.find(name); it != streams_.end()) {
-      it->second->fd.reset();
-      streams_.erase(it);
-    }
+    ForgetSpares(name);    // their files go with the directory below
+    streams_.erase(name);  // closes an open write; its file goes with the directory too
     std::string dir = SegDir(name);
     struct stat st;
     if (::lstat(dir.c_str(), &st) == 0) {
@@ -831,21 +825,12 @@ class FileSegmentStore final : public SegmentStore {
                    .stored_unix_ms = NowUnixMs(),
                    .payload_len = 4 + m.size() + image.size()};
     // The global copy is the last resort, so it is always fsync'ed.
-    uint64_t bytes = 0;
-    Status st = WriteRecordFile(
-        opt_.global_dir, meta.name + ".ckpt", /*fsync=*/true,
-        [&](RecordSink& s) {
-          s.AddOwned(EncodeHeader(h));
-          s.Add(mlen.data(), mlen.size());
-          s.Add(m.data(), m.size());
-          s.AddImageRange(image, 0, image.size());
-        },
-        &bytes);
-    if (st.ok()) {
-      counters_.files_written++;
-      counters_.bytes_written += bytes;
-    }
-    return st;
+    return WriteIn(opt_.global_dir, meta.name + ".ckpt", /*fsync=*/true, {}, [&](RecordSink& s) {
+      s.AddOwned(EncodeHeader(h));
+      s.Add(mlen.data(), mlen.size());
+      s.Add(m.data(), m.size());
+      s.AddImageRange(image, 0, image.size());
+    });
   }
 
   Result<std::optional<LoadedSegment>> LoadGlobal(const std::string& name) override {
@@ -999,13 +984,19 @@ class FileSegmentStore final : public SegmentStore {
   // Writes a record file of segment `name`, into one of its spares when it has one.
   template <class Fill>
   Status Write(const std::string& name, const std::string& file, bool fsync, Fill fill) {
+    return WriteIn(SegDir(name), file, fsync, TakeSpare(name), fill);
+  }
+  template <class Fill>
+  Status WriteIn(const std::string& dir, const std::string& file, bool fsync, std::string spare,
+                 Fill fill) {
     uint64_t bytes = 0;
-    std::string spare = TakeSpare(name);
-    CKPT_RETURN_IF_ERROR(
-        WriteRecordFile(SegDir(name), file, fsync, fill, &bytes, std::move(spare)));
+    CKPT_RETURN_IF_ERROR(WriteRecordFile(dir, file, fsync, fill, &bytes, std::move(spare)));
+    CountWritten(bytes);
+    return Status::Ok();
+  }
+  void CountWritten(uint64_t bytes) {
     counters_.files_written++;
     counters_.bytes_written += bytes;
-    return Status::Ok();
   }
 
   // Retires a version file of segment `name`: renamed to a spare (a temporary name, so a

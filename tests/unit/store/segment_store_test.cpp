@@ -90,6 +90,16 @@ class SegmentStoreTest : public ::testing::Test {
     if (counters) *counters = store_->counters();
     return r.ok() ? std::move(r).value() : std::vector<LoadedSegment>{};
   }
+  // Reloads and expects exactly one segment holding only version v with these bytes, and no
+  // file found damaged.
+  void ExpectReloadsAsOnly(Version v, const std::vector<uint8_t>& bytes) {
+    StoreCounters counters;
+    auto segs = Reload(&counters);
+    ASSERT_EQ(segs.size(), 1u);
+    ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{v}));
+    EXPECT_EQ(Bytes(segs[0].versions[0].image), bytes);
+    EXPECT_EQ(counters.corrupt_files, 0u);
+  }
   static const LoadedSegment* Find(const std::vector<LoadedSegment>& segs, const std::string& n) {
     for (auto& s : segs)
       if (s.meta.name == n) return &s;
@@ -385,12 +395,7 @@ TEST_F(SegmentStoreTest, RetiredFilesAreReusedAndNeverLoaded) {
     files++;
   }
   EXPECT_LE(files, 1u + 1u + 2u);  // meta, the kept version, at most two spares
-  StoreCounters counters;
-  auto segs = Reload(&counters);
-  ASSERT_EQ(segs.size(), 1u);
-  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 22}}));
-  EXPECT_EQ(Bytes(segs[0].versions[0].image), last);
-  EXPECT_EQ(counters.corrupt_files, 0u);
+  ExpectReloadsAsOnly({1, 22}, last);
   for (auto& e : fs::directory_iterator(SegDir("r")))
     EXPECT_FALSE(std::string(e.path().filename()).starts_with(".spare.tmp-"));
 }
@@ -459,16 +464,11 @@ TEST_F(SegmentStoreTest, StreamedFullIsStoredLikePutFull) {
   ASSERT_TRUE(store_->AppendFull("st", {1, 2}, img, 0, size).ok());
   ASSERT_TRUE(store_->FinishFull("st", {1, 2}, true).ok());
   ASSERT_TRUE(store_->Prune("st", {1, 2}).ok());
-  StoreCounters counters;
-  auto segs = Reload(&counters);
-  ASSERT_EQ(segs.size(), 1u);
-  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 2}}));
-  EXPECT_EQ(Bytes(segs[0].versions[0].image), bytes);
-  EXPECT_EQ(counters.corrupt_files, 0u);
+  ExpectReloadsAsOnly({1, 2}, bytes);
   // A delta on a streamed version works like on any full file.
   img.Write(3, RandomBytes(4, 3));
   ASSERT_TRUE(store_->PutDelta("st", {1, 3}, {1, 2}, {{3, 4}}, img, false).ok());
-  segs = Reload();
+  auto segs = Reload();
   EXPECT_EQ(Bytes(segs[0].versions.back().image), Bytes(img));
 }
 
