@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
 
 #include "agent/log.hpp"
 #include "agent/logging.hpp"
@@ -25,7 +28,7 @@ constexpr size_t kSendReserveBytes = 2u << 20;  // kept free in the transport fo
 constexpr uint64_t kTickMs = 100;
 constexpr uint64_t kConnectRetryMs = 1000;
 constexpr uint64_t kAttributeRetryMs = 10000;
-constexpr int kMaxPumpRounds = 4;                 // then yield to the loop and continue from a job
+constexpr int kMaxPumpRounds = 4;  // then yield to the loop and continue from a timer
 constexpr size_t kPumpSendSliceBytes = 4u << 20;  // DATA generated per TakeReady
 constexpr size_t kOverflowWarnBytes = 16u << 20;
 // Store backlog above which client requests pause (the queued ops pin their snapshots).
@@ -43,15 +46,39 @@ uint64_t NowMs() {
 
 // ---- qb_loop adapters for the IPC server (libqb passes no user data: one loop per process) ----
 qb_loop_t* g_loop = nullptr;
+// Runs after every IPC fd dispatch (libqb hands over up to 5 requests per dispatch at normal
+// rate): the daemon pumps once for all of them.
+std::function<void()> g_after_ipc_dispatch;
 
+// libqb's handler and its data for one IPC fd, so the loop calls IpcFdTrampoline instead.
+struct IpcFd {
+  qb_ipcs_dispatch_fn_t fn = nullptr;
+  void* data = nullptr;
+};
+std::map<int32_t, std::unique_ptr<IpcFd>> g_ipc_fds;
+
+int32_t IpcFdTrampoline(int32_t fd, int32_t revents, void* p) {
+  auto* e = static_cast<IpcFd*>(p);
+  int32_t rc = e->fn(fd, revents, e->data);
+  if (g_after_ipc_dispatch) g_after_ipc_dispatch();
+  return rc;
+}
+IpcFd* IpcFdEntry(int32_t fd, void* data, qb_ipcs_dispatch_fn_t fn) {
+  auto& e = g_ipc_fds[fd];
+  if (!e) e = std::make_unique<IpcFd>();
+  e->fn = fn;
+  e->data = data;
+  return e.get();
+}
 int32_t DispatchAdd(enum qb_loop_priority p, int32_t fd, int32_t events, void* data,
                     qb_ipcs_dispatch_fn_t fn) {
-  return qb_loop_poll_add(g_loop, p, fd, events, data, fn);
+  return qb_loop_poll_add(g_loop, p, fd, events, IpcFdEntry(fd, data, fn), IpcFdTrampoline);
 }
 int32_t DispatchMod(enum qb_loop_priority p, int32_t fd, int32_t events, void* data,
                     qb_ipcs_dispatch_fn_t fn) {
-  return qb_loop_poll_mod(g_loop, p, fd, events, data, fn);
+  return qb_loop_poll_mod(g_loop, p, fd, events, IpcFdEntry(fd, data, fn), IpcFdTrampoline);
 }
+// The entry stays (reused if the fd number comes back): libqb may still be inside its handler.
 int32_t DispatchDel(int32_t fd) { return qb_loop_poll_del(g_loop, fd); }
 int32_t JobAdd(enum qb_loop_priority p, void* data, qb_loop_job_dispatch_fn fn) {
   return qb_loop_job_add(g_loop, p, data, fn);
@@ -140,6 +167,9 @@ Status Daemon::Startup() {
   loop_ = qb_loop_create();
   if (!loop_) return Err(Code::kNoMemory, "qb_loop_create failed");
   g_loop = loop_;
+  g_after_ipc_dispatch = [this] {
+    if (pump_requested_) Pump();
+  };
 
   for (int sig : {SIGTERM, SIGINT, SIGUSR2, SIGCHLD}) {
     qb_loop_signal_handle h = nullptr;
@@ -269,7 +299,10 @@ void Daemon::TryConnectCpg() {
   CpgTransport::Callbacks cb;
   cb.deliver = [this](uint32_t nodeid, uint32_t pid, std::span<const uint8_t> msg) {
     engine_->OnDeliver(nodeid, pid, msg);
-    Pump();
+    pump_requested_ = true;  // pumped once the whole dispatch is in (outputs bundled)
+  };
+  cb.dispatched = [this] {
+    if (pump_requested_) Pump();
   };
   cb.view = [this](const CpgView& view) {
     corosync_away_since_ms_ = 0;
@@ -342,12 +375,14 @@ void Daemon::Shutdown() {
   if (loop_) {
     if (tick_armed_) qb_loop_timer_del(loop_, tick_timer_);
     if (connect_armed_) qb_loop_timer_del(loop_, connect_timer_);
-    tick_armed_ = connect_armed_ = false;
+    if (pump_timer_armed_) qb_loop_timer_del(loop_, pump_timer_);
+    tick_armed_ = connect_armed_ = pump_timer_armed_ = false;
     for (auto h : signals_) qb_loop_signal_del(loop_, h);
     signals_.clear();
     qb_loop_destroy(loop_);
     loop_ = nullptr;
     g_loop = nullptr;
+    g_after_ipc_dispatch = nullptr;
   }
   engine_.reset();
   store_.reset();
@@ -486,7 +521,7 @@ int32_t Daemon::OnMessage(qb_ipcs_connection_t* c, const void* data, size_t size
   CKPT_LOG_TRACE("IPC %llu: op %d, %zu bytes", static_cast<unsigned long long>(conn->id), hdr.id,
                  size - sizeof(hdr));
   engine_->OnClient(caller, hdr.id, std::span<const uint8_t>(body, size - sizeof(hdr)));
-  Pump();
+  pump_requested_ = true;  // pumped after this dispatch's requests (g_after_ipc_dispatch)
   return 0;
 }
 
@@ -549,6 +584,7 @@ void Daemon::Pump() {
     return;
   }
   pumping_ = true;
+  pump_requested_ = false;
   int rounds = 0;
   for (;;) {
     pump_again_ = false;
@@ -561,20 +597,27 @@ void Daemon::Pump() {
     // Yield after a few rounds: store completions (which release replies and ACKs), CPG
     // deliveries and client requests must not wait while a large transfer is being built.
     if (++rounds >= kMaxPumpRounds) {
-      // Let the loop breathe (IPC, corosync dispatch); continue from a job.
-      if (!pump_job_queued_) {
-        pump_job_queued_ = true;
-        qb_loop_job_add(loop_, QB_LOOP_LOW, this, [](void* data) {
-          auto* self = static_cast<Daemon*>(data);
-          self->pump_job_queued_ = false;
-          self->Pump();
-        });
-      }
+      // Let the loop breathe (IPC, corosync dispatch); continue from a timer.
+      SchedulePump();
       break;
     }
   }
   pumping_ = false;
   ThrottleClients();
+}
+
+// A zero-delay timer, not a qb_loop job: with only jobs pending, qb_loop_run polls the fds with
+// a 50 ms timeout before it runs them (an idle daemon would sit on a half-built transfer).
+void Daemon::SchedulePump() {
+  if (pump_timer_armed_) return;
+  pump_timer_armed_ = qb_loop_timer_add(
+                          loop_, QB_LOOP_LOW, 0, this,
+                          [](void* data) {
+                            auto* self = static_cast<Daemon*>(data);
+                            self->pump_timer_armed_ = false;
+                            self->Pump();
+                          },
+                          &pump_timer_) == 0;
 }
 
 // Back-pressure: while the engine has replication data waiting for room in the corosync send

@@ -73,6 +73,8 @@ class Daemon {
   void CreateEngine(uint32_t self_nodeid);
   void ThrottleClients();
   void Pump();
+  // Pump again soon from the loop (after other events had their turn).
+  void SchedulePump();
   size_t SendBudget() const;
   void Execute(repl::Ready& ready);
   void OnStoreCompletions(std::vector<StoreWorker::Completion>& done);
@@ -113,9 +115,13 @@ class Daemon {
 
   qb_loop_timer_handle tick_timer_{};
   qb_loop_timer_handle connect_timer_{};
+  qb_loop_timer_handle pump_timer_{};
   bool tick_armed_ = false, connect_armed_ = false;
   std::vector<qb_loop_signal_handle> signals_;
-  bool pumping_ = false, pump_again_ = false, pump_job_queued_ = false;
+  bool pumping_ = false, pump_again_ = false, pump_timer_armed_ = false;
+  // An input reached the engine (CPG delivery, IPC request): Pump() once at the end of that fd's
+  // dispatch, so the outputs of the whole batch are taken together (and bundled).
+  bool pump_requested_ = false;
   bool ipc_throttled_ = false;  // libqb stops reading client requests while replication is behind
   bool connect_failed_logged_ = false;
   bool stopping_ = false;

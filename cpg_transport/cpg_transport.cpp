@@ -250,6 +250,8 @@ class CpgTransportImpl final : public CpgTransport {
       self->Flush();  // our own deliveries mean corosync made progress: push more
     }
     self->in_fd_handler_ = false;
+    if (self->connected_ && !self->closed_ && self->callbacks_.dispatched)
+      self->callbacks_.dispatched();
     return self->connected_ && !self->closed_ ? 0 : -1;
   }
 

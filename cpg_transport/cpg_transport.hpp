@@ -64,6 +64,9 @@ class CpgTransport {
     std::function<void(const CpgView& view)> view;
     std::function<void(const Status& why)> lost;  // corosync connection gone; reconnecting
     std::function<void()> drained;                // queue fell below half of max_queue_bytes
+    // After each batch of callbacks (one cpg_dispatch of everything corosync had ready), while
+    // connected: the caller can act once on the whole batch (e.g. send its outputs together).
+    std::function<void()> dispatched;
   };
 
   // Connects and joins; the fd is polled from `loop`.  Errors: kUnavailable (corosync not

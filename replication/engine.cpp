@@ -1731,6 +1731,11 @@ struct Engine::Impl {
       counters.messages_dropped++;
       return;
     }
+    if (d.type == MsgType::kBundle) {
+      // The sender's consecutive messages, applied in order (Decode rejected nested bundles).
+      for (std::span<const uint8_t> inner : d.bundle) deliver(from, inner);
+      return;
+    }
     if (d.type == MsgType::kData) return on_data(from, d);
     std::visit([&](auto& m) { on_msg(from, m); }, d.control);
   }
@@ -2435,6 +2440,8 @@ Ready Engine::TakeReady(size_t send_budget_bytes) {
   impl_->publish_attributes();
   Ready r = std::move(impl_->ready);
   impl_->ready = Ready{};
+  // One CPG message per run of small messages (see BUNDLE in messages.hpp); the order is kept.
+  if (r.sends.size() > 1) r.sends = PackBundles(std::move(r.sends));
   return r;
 }
 bool Engine::wants_to_send() const { return !impl_->outgoing.empty(); }

@@ -94,6 +94,69 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPi
 }
 
 namespace {
+constexpr size_t kBundleFrameBytes = 4;  // u32 length before each inner message
+}  // namespace
+
+std::vector<std::vector<uint8_t>> PackBundles(std::vector<std::vector<uint8_t>> msgs,
+                                              size_t max_bytes) {
+  const size_t base = kWireHeaderBytes + 4;  // header + count
+  std::vector<std::vector<uint8_t>> out;
+  out.reserve(msgs.size());
+  size_t i = 0;
+  while (i < msgs.size()) {
+    // The longest run [i, j) of messages that fits in one bundle.
+    size_t j = i, bytes = base;
+    while (j < msgs.size() && bytes + kBundleFrameBytes + msgs[j].size() <= max_bytes) {
+      bytes += kBundleFrameBytes + msgs[j].size();
+      j++;
+    }
+    if (j - i < 2) {
+      out.push_back(std::move(msgs[i]));
+      i++;
+      continue;
+    }
+    std::vector<uint8_t> b;
+    b.reserve(bytes);
+    b.resize(kWireHeaderBytes);
+    Writer w(&b);
+    w.u32(static_cast<uint32_t>(j - i));
+    for (; i < j; i++) {
+      w.u32(static_cast<uint32_t>(msgs[i].size()));
+      w.bytes(msgs[i].data(), msgs[i].size());
+    }
+    FinishHeader(&b, MsgType::kBundle);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+std::vector<std::span<const uint8_t>> Unbundle(std::span<const uint8_t> message) {
+  Decoded d;
+  if (Decode(message, &d).ok() && d.type == MsgType::kBundle) return d.bundle;
+  return {message};
+}
+
+namespace {
+Status DecodeBundle(std::span<const uint8_t> body, Decoded* out) {
+  Reader r(body);
+  uint32_t count = r.u32();
+  if (!r.ok() || count < 2 || count > body.size() / (kBundleFrameBytes + kWireHeaderBytes))
+    return Err(Code::kProtocol, "bad BUNDLE message count");
+  out->bundle.clear();
+  out->bundle.reserve(count);
+  for (uint32_t k = 0; k < count; k++) {
+    uint32_t len = r.u32();
+    auto inner = r.bytes(len);
+    if (!r.ok()) return Err(Code::kProtocol, "truncated BUNDLE");
+    if (len < kWireHeaderBytes) return Err(Code::kProtocol, "BUNDLE message shorter than header");
+    if (uint16_t(inner[6] | (inner[7] << 8)) == uint16_t(MsgType::kBundle))
+      return Err(Code::kProtocol, "BUNDLE inside a BUNDLE");
+    out->bundle.push_back(inner);
+  }
+  if (r.remaining() != 0) return Err(Code::kProtocol, "trailing bytes after BUNDLE");
+  return Status::Ok();
+}
+
 template <class T>
 Status DecodeControl(std::span<const uint8_t> body, Decoded* out) {
   T msg;
@@ -138,6 +201,8 @@ Status Decode(std::span<const uint8_t> message, Decoded* out) {
       return DecodeControl<FetchMsg>(body, out);
     case MsgType::kFetchFail:
       return DecodeControl<FetchFailMsg>(body, out);
+    case MsgType::kBundle:
+      return DecodeBundle(body, out);
     case MsgType::kData: {
       ipc::FieldReader fr{Reader(body)};
       fr(out->data);

@@ -22,7 +22,7 @@
 namespace ckpt::repl {
 
 inline constexpr uint32_t kWireMagic = 0x54504b43;
-inline constexpr uint16_t kWireVersion = 2;  // 2: segment compression, DATA encoding
+inline constexpr uint16_t kWireVersion = 3;  // 2: segment compression, DATA encoding; 3: BUNDLE
 inline constexpr size_t kWireHeaderBytes = 24;
 
 enum class MsgType : uint16_t {
@@ -35,7 +35,12 @@ enum class MsgType : uint16_t {
   kAck = 7,
   kFetch = 8,
   kFetchFail = 9,
+  kBundle = 10,
 };
+
+// corosync's largest unfragmented CPG message (cpg_max_atomic_msgsize_get): no message we
+// multicast is larger, so libcpg never fragments one (it sleeps while it does).
+inline constexpr size_t kMaxWireMessageBytes = 1047552;
 
 struct NodeInfoMsg {
   static constexpr MsgType kType = MsgType::kNodeInfo;
@@ -186,12 +191,29 @@ inline constexpr uint32_t kMaxDataRaw = 1024 * 1024;
 std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces,
                                 bool compress = false);
 
+// BUNDLE: complete messages (each with its own header and checksum) that one sender multicast
+// back to back, carried in one CPG message.  Body: u32 count (>= 2), then count x (u32 length,
+// message bytes); an inner message is never a BUNDLE.  A receiver applies the inner messages in
+// order, exactly as if they had been delivered one after the other (they were consecutive in
+// the sender's stream, and CPG delivers every member the same stream).  Every CPG message costs
+// each member's corosync and ckptd a delivery and a wake-up, so the small messages one output
+// batch holds (ACKs, DATA of small segments committed together) travel in bundles.
+//
+// Packs consecutive messages of `msgs` into bundles of at most `max_bytes` each, in order; a
+// message that would travel alone (or does not fit in a bundle with another) is left as is.
+std::vector<std::vector<uint8_t>> PackBundles(std::vector<std::vector<uint8_t>> msgs,
+                                              size_t max_bytes = kMaxWireMessageBytes);
+// The messages `message` carries: the inner messages of a valid BUNDLE (views into `message`),
+// else `message` itself.  For tests and tools; the engine uses Decode().
+std::vector<std::span<const uint8_t>> Unbundle(std::span<const uint8_t> message);
+
 struct Decoded {
   MsgType type{};
   AnyMsg control;                 // valid when type != kData
   DataHeader data;                // valid when type == kData
   std::vector<DataPiece> pieces;  // views into the input buffer (or into `inflated`)
   std::vector<uint8_t> inflated;  // the decompressed pieces block of a kZstd DATA message
+  std::vector<std::span<const uint8_t>> bundle;  // type == kBundle: inner messages (views)
 };
 // Validates header and checksum and decodes the body.  Errors: kProtocol (with a reason).
 Status Decode(std::span<const uint8_t> message, Decoded* out);

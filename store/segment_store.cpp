@@ -311,31 +311,36 @@ class RecordSink {
   Status status_;
 };
 
+// A retired record file kept for reuse (FileSegmentStore::Retire): its path and size.
+struct SpareFile {
+  std::string path;  // "" = none
+  uint64_t bytes = 0;
+};
+
 // Opens the temporary file a record of <dir>/<file> is written to: `spare` when it can be opened,
-// else a new one.  *tmp_path names it.
-Result<UniqueFd> OpenRecordTemp(const std::string& dir, const std::string& file, std::string spare,
-                                std::string* tmp_path) {
-  if (!spare.empty()) {
-    int raw = ::open(spare.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+// else a new one.  *tmp_path names it, *tmp_bytes is its current size.
+Result<UniqueFd> OpenRecordTemp(const std::string& dir, const std::string& file, SpareFile spare,
+                                std::string* tmp_path, uint64_t* tmp_bytes) {
+  *tmp_bytes = 0;
+  if (!spare.path.empty()) {
+    int raw = ::open(spare.path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (raw >= 0) {
-      *tmp_path = std::move(spare);
+      *tmp_path = std::move(spare.path);
+      *tmp_bytes = spare.bytes;
       return UniqueFd(raw);
     }
-    ::unlink(spare.c_str());
+    ::unlink(spare.path.c_str());
   }
   return MakeTemp(dir, file, tmp_path);
 }
 
-// Completes a record written through `sink` into the temporary `tmp` (fd): trailer, cut to length
-// (a spare may be longer), [fsync], close, rename to <dir>/<file>.  The caller unlinks tmp on
-// error.
-Status FinishRecordFile(RecordSink& sink, UniqueFd& fd, const std::string& tmp,
+// Completes a record written through `sink` into the temporary `tmp` (fd, `tmp_bytes` long before
+// the record overwrote it): trailer, cut to length (a spare may be longer), [fsync], close,
+// rename to <dir>/<file>.  The caller unlinks tmp on error.
+Status FinishRecordFile(RecordSink& sink, UniqueFd& fd, const std::string& tmp, uint64_t tmp_bytes,
                         const std::string& dir, const std::string& file, bool fsync) {
   CKPT_RETURN_IF_ERROR(sink.Finish());
-  struct stat fst;
-  if (::fstat(fd.get(), &fst) != 0) return ErrnoStatus("stat", tmp, errno);
-  if (static_cast<uint64_t>(fst.st_size) > sink.bytes() &&
-      ::ftruncate(fd.get(), static_cast<off_t>(sink.bytes())) != 0)
+  if (tmp_bytes > sink.bytes() && ::ftruncate(fd.get(), static_cast<off_t>(sink.bytes())) != 0)
     return ErrnoStatus("truncate", tmp, errno);
   if (fsync && ::fsync(fd.get()) != 0) return ErrnoStatus("fsync", tmp, errno);
   if (fd.close() != 0) return ErrnoStatus("close", tmp, errno);
@@ -351,13 +356,14 @@ Status FinishRecordFile(RecordSink& sink, UniqueFd& fd, const std::string& tmp,
 // overwrites it from offset 0 and cuts it to the record's length instead of creating a file.
 template <class Fill>
 Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsync, Fill fill,
-                       uint64_t* bytes_written, std::string spare = {}) {
+                       uint64_t* bytes_written, SpareFile spare = {}) {
   std::string tmp;
-  auto fd = OpenRecordTemp(dir, file, std::move(spare), &tmp);
+  uint64_t tmp_bytes = 0;
+  auto fd = OpenRecordTemp(dir, file, std::move(spare), &tmp, &tmp_bytes);
   if (!fd.ok()) return fd.status();
   RecordSink sink(fd->get(), tmp);
   fill(sink);
-  Status st = FinishRecordFile(sink, *fd, tmp, dir, file, fsync);
+  Status st = FinishRecordFile(sink, *fd, tmp, tmp_bytes, dir, file, fsync);
   if (!st.ok()) {
     fd->reset();
     // After a rename (a failed directory fsync) tmp is gone and the record stays in place.
@@ -669,7 +675,7 @@ class FileSegmentStore final : public SegmentStore {
         s.AddImageRange(image, r.offset, r.length);
       }
     }));
-    (void)Retire(name, SegDir(name) + "/" + VersionFile(v, Kind::kFull));  // replaced, if any
+    RetireReplaced(name, v, Kind::kFull);
     idx[v] = {Kind::kDelta, base, chain_bytes, image.size()};
     return Status::Ok();
   }
@@ -683,7 +689,8 @@ class FileSegmentStore final : public SegmentStore {
     auto st = std::make_unique<Stream>();
     st->version = v;
     st->size = size;
-    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), TakeSpare(name), &st->tmp);
+    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), TakeSpare(name), &st->tmp,
+                             &st->tmp_bytes);
     if (!fd.ok()) return fd.status();
     st->fd = std::move(*fd);
     st->sink = std::make_unique<RecordSink>(st->fd.get(), st->tmp);
@@ -732,7 +739,7 @@ class FileSegmentStore final : public SegmentStore {
       return Err(Code::kNotFound, "no open write of " + name + " " + v.ToString());
     Stream& st = *it->second;
     Status done = st.appended == st.size
-                      ? FinishRecordFile(*st.sink, st.fd, st.tmp, SegDir(name),
+                      ? FinishRecordFile(*st.sink, st.fd, st.tmp, st.tmp_bytes, SegDir(name),
                                          VersionFile(v, Kind::kFull), fsync)
                       : Err(Code::kInvalid, "write of " + name + " finished after " +
                                                 std::to_string(st.appended) + " of " +
@@ -744,7 +751,7 @@ class FileSegmentStore final : public SegmentStore {
     CountWritten(st.sink->bytes());
     const uint64_t size = st.size;
     streams_.erase(it);
-    (void)Retire(name, SegDir(name) + "/" + VersionFile(v, Kind::kDelta));  // replaced, if any
+    RetireReplaced(name, v, Kind::kDelta);
     Index(name)[v] = {Kind::kFull, {}, 0, size};
     return Status::Ok();
   }
@@ -987,7 +994,7 @@ class FileSegmentStore final : public SegmentStore {
     return WriteIn(SegDir(name), file, fsync, TakeSpare(name), fill);
   }
   template <class Fill>
-  Status WriteIn(const std::string& dir, const std::string& file, bool fsync, std::string spare,
+  Status WriteIn(const std::string& dir, const std::string& file, bool fsync, SpareFile spare,
                  Fill fill) {
     uint64_t bytes = 0;
     CKPT_RETURN_IF_ERROR(WriteRecordFile(dir, file, fsync, fill, &bytes, std::move(spare)));
@@ -1018,6 +1025,15 @@ class FileSegmentStore final : public SegmentStore {
     return Status::Ok();
   }
 
+  // After version v of `name` was written as the other kind: retires the record it replaced, if
+  // the index has one (no rename attempt, which fails, for the usual case of a new version).
+  void RetireReplaced(const std::string& name, Version v, Kind replaced_kind) {
+    auto& idx = Index(name);
+    auto it = idx.find(v);
+    if (it != idx.end() && it->second.kind == replaced_kind)
+      (void)Retire(name, SegDir(name) + "/" + VersionFile(v, replaced_kind));
+  }
+
   // Keeps `path` (a temporary file of `name`) as a spare.  Its bytes count against
   // StoreOptions::spare_budget_bytes; beyond it the file is emptied (only the inode is reused).
   void AddSpare(const std::string& name, std::string path) {
@@ -1036,15 +1052,15 @@ class FileSegmentStore final : public SegmentStore {
     spares.push_back({std::move(path), bytes});
   }
 
-  // A spare of `name` to write the next record into ("" if none).
-  std::string TakeSpare(const std::string& name) {
+  // A spare of `name` to write the next record into (path "" if none).
+  SpareFile TakeSpare(const std::string& name) {
     auto it = spares_.find(name);
     if (it == spares_.end() || it->second.empty()) return {};
     Spare sp = std::move(it->second.back());
     it->second.pop_back();
     spare_bytes_ -= sp.bytes;
     counters_.spares_reused++;
-    return std::move(sp.path);
+    return sp;
   }
 
   void ForgetSpares(const std::string& name) {
@@ -1068,7 +1084,7 @@ class FileSegmentStore final : public SegmentStore {
       s.AddOwned(EncodeHeader(h));
       s.AddImageRange(image, 0, image.size());
     }));
-    (void)Retire(name, SegDir(name) + "/" + VersionFile(v, Kind::kDelta));  // replaced, if any
+    RetireReplaced(name, v, Kind::kDelta);
     Index(name)[v] = {Kind::kFull, {}, 0, image.size()};
     return Status::Ok();
   }
@@ -1235,10 +1251,7 @@ class FileSegmentStore final : public SegmentStore {
   // At most opt_.spare_budget_bytes of their bytes are kept (disk space, and page cache the next
   // write overwrites instead of allocating).
   static constexpr size_t kMaxSparesPerSegment = 2;
-  struct Spare {
-    std::string path;
-    uint64_t bytes = 0;  // its size when retired (counted in spare_bytes_)
-  };
+  using Spare = SpareFile;  // bytes: its size when retired (counted in spare_bytes_)
   std::map<std::string, std::vector<Spare>> spares_;
   uint64_t spare_bytes_ = 0;
   uint64_t spare_seq_ = 0;
@@ -1248,6 +1261,7 @@ class FileSegmentStore final : public SegmentStore {
     Version version;
     uint64_t size = 0, appended = 0;
     std::string tmp;
+    uint64_t tmp_bytes = 0;  // size of tmp before this write (a spare's old record)
     UniqueFd fd;
     std::unique_ptr<RecordSink> sink;  // refers to tmp: a Stream never moves (unique_ptr)
   };

@@ -195,8 +195,10 @@ TEST(EngineTest, CommitsCoalesceWhileATransferIsOnTheWire) {
   auto data_messages = [&] {
     size_t n = 0;
     for (auto& m : s->captured) {
-      Decoded d;
-      if (Decode(m, &d).ok() && d.type == MsgType::kData) n++;
+      for (std::span<const uint8_t> inner : Unbundle(m)) {
+        Decoded d;
+        if (Decode(inner, &d).ok() && d.type == MsgType::kData) n++;
+      }
     }
     return n;
   };
@@ -790,10 +792,12 @@ void ReplicaStoreFailureGetsFullResend(uint64_t stream_min_bytes, StoreOp::Kind 
   // ACKs from t: first Failed, then Stored.
   std::vector<uint32_t> acks;
   for (auto& m : s->captured) {
-    Decoded d;
-    if (!Decode(m, &d).ok() || d.type != MsgType::kAck) continue;
-    auto& a = std::get<AckMsg>(d.control);
-    if (a.name == "sf" && a.version == v) acks.push_back(a.status);
+    for (std::span<const uint8_t> inner : Unbundle(m)) {
+      Decoded d;
+      if (!Decode(inner, &d).ok() || d.type != MsgType::kAck) continue;
+      auto& a = std::get<AckMsg>(d.control);
+      if (a.name == "sf" && a.version == v) acks.push_back(a.status);
+    }
   }
   ASSERT_EQ(acks.size(), 2u);
   EXPECT_EQ(acks[0], uint32_t(AckStatus::kFailed));
@@ -1124,6 +1128,129 @@ TEST(WireTest, MalformedCompressedDataIsRejected) {
   EXPECT_FALSE(Decode(DataWithBlock(1, raw_len, 2, frame), &d).ok()) << "pieces do not match";
 }
 
+// ---- BUNDLE
+// --------------------------------------------------------------------------------------
+
+std::vector<uint8_t> Msg(size_t body_bytes, uint8_t fill) {
+  NodeInfoMsg m;
+  m.name.assign(body_bytes, char('a' + fill % 26));
+  return Encode(m);
+}
+
+TEST(WireTest, BundlesKeepOrderAndFitTheCpgLimit) {
+  std::vector<std::vector<uint8_t>> msgs;
+  // Small ones, one that fills most of a message, more small ones, one alone between big ones.
+  for (int i = 0; i < 30; i++) msgs.push_back(Msg(100 + 37 * i, uint8_t(i)));
+  msgs.push_back(Msg(60000, 1));
+  std::vector<uint8_t> big(kMaxWireMessageBytes - 100);  // a DATA-sized message, never bundled
+  big[0] = 1;
+  msgs.push_back(big);
+  msgs.push_back(Msg(50, 2));
+  msgs.push_back(big);
+  for (int i = 0; i < 40; i++) msgs.push_back(Msg(30000, uint8_t(i)));  // > 1 bundle's worth
+  auto packed = PackBundles(msgs);
+  EXPECT_LT(packed.size(), 10u);
+  std::vector<std::vector<uint8_t>> flat;
+  size_t bundles = 0;
+  for (auto& m : packed) {
+    EXPECT_LE(m.size(), kMaxWireMessageBytes);
+    Decoded d;
+    if (Decode(m, &d).ok() && d.type == MsgType::kBundle) {
+      bundles++;
+      EXPECT_GE(d.bundle.size(), 2u);
+    }
+    for (auto inner : Unbundle(m)) flat.emplace_back(inner.begin(), inner.end());
+  }
+  EXPECT_GE(bundles, 3u);
+  EXPECT_EQ(flat, msgs) << "the same messages in the same order";
+  // A lone message is never wrapped.
+  auto one = PackBundles({Msg(10, 1)});
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0], Msg(10, 1));
+}
+
+std::vector<uint8_t> RawBundle(const std::vector<std::vector<uint8_t>>& inner, uint32_t count,
+                               size_t trailing = 0) {
+  std::vector<uint8_t> out(kWireHeaderBytes);
+  Writer w(&out);
+  w.u32(count);
+  for (auto& m : inner) {
+    w.u32(static_cast<uint32_t>(m.size()));
+    w.bytes(m.data(), m.size());
+  }
+  for (size_t i = 0; i < trailing; i++) w.u8(0);
+  std::vector<uint8_t> hdr = Encode(NodeInfoMsg{});
+  std::copy(hdr.begin(), hdr.begin() + kWireHeaderBytes, out.begin());
+  out[6] = static_cast<uint8_t>(MsgType::kBundle);
+  out[7] = 0;
+  return Reseal(std::move(out));
+}
+
+TEST(EngineTest, BadBundlesAreDroppedAndGoodInnerMessagesApplied) {
+  auto s = Cluster(3);
+  Client c = Create(*s, 1, 11, "b", 5000, {.replicas = 2});
+  ASSERT_TRUE(c.Commit({{0, Pattern(5000, 1)}}, true).ok());
+  Snapshot before = Take(*s, {"b"});
+  const uint64_t d0 = s->engine(3).counters().messages_dropped;
+  std::vector<uint8_t> good = Msg(8, 3);
+  std::vector<uint8_t> broken = good;
+  broken[kWireHeaderBytes] ^= 0x55;  // checksum no longer matches
+  auto valid = PackBundles({good, good});
+  ASSERT_EQ(valid.size(), 1u);
+  std::vector<std::vector<uint8_t>> bad = {
+      RawBundle({good}, 1),        // a bundle of one
+      RawBundle({good, good}, 3),  // count larger than what follows
+      RawBundle({good, good}, 2, /*trailing=*/3),
+      RawBundle({good, std::vector<uint8_t>(10)}, 2),  // inner shorter than a header
+      RawBundle({good, valid[0]}, 2),                  // nested
+      RawBundle({good, good}, 0xffffffffu),
+  };
+  for (auto& b : bad) s->engine(3).OnDeliver(2, s->node(2).pid, b);
+  EXPECT_EQ(s->engine(3).counters().messages_dropped, d0 + bad.size());
+  // A well-formed bundle with one corrupt inner message: that one is dropped, the others apply.
+  s->engine(3).OnDeliver(2, s->node(2).pid, RawBundle({good, broken, good}, 3));
+  EXPECT_EQ(s->engine(3).counters().messages_dropped, d0 + bad.size() + 1);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_TRUE(Take(*s, {"b"}) == before);
+}
+
+// Many small segments committed together: their DATA and the replicas' ACKs travel in a few
+// bundles, not one CPG message each, and every copy is still stored and acknowledged.
+TEST(EngineTest, SmallSegmentsTravelInBundles) {
+  auto s = Cluster(3);
+  constexpr int kSegs = 40;
+  std::vector<Client> writers;
+  std::vector<std::vector<uint8_t>> models;
+  for (int i = 0; i < kSegs; i++) {
+    writers.push_back(Create(*s, 1, 100 + i, "small-" + std::to_string(i), 1000, {.replicas = 2}));
+    models.emplace_back(1000, 0);
+  }
+  s->capture = true;
+  for (int i = 0; i < kSegs; i++) {
+    std::vector<Piece> p = {{0, Pattern(1000, uint8_t(i))}};
+    writers[i].SendCommit(p, 0);
+    ApplyPieces(models[i], p);
+  }
+  ASSERT_TRUE(s->Pump());
+  for (int i = 0; i < kSegs; i++) {
+    const std::string name = "small-" + std::to_string(i);
+    ExpectReplicated(*s, name, models[i], *s->engine(1).LocalVersion(name), 2);
+  }
+  size_t cpg = s->captured.size(), data = 0, acks = 0;
+  for (auto& m : s->captured) {
+    for (auto inner : Unbundle(m)) {
+      Decoded d;
+      ASSERT_TRUE(Decode(inner, &d).ok());
+      data += d.type == MsgType::kData;
+      acks += d.type == MsgType::kAck;
+    }
+  }
+  EXPECT_EQ(data, size_t(kSegs));
+  EXPECT_EQ(acks, size_t(2 * kSegs));
+  EXPECT_LE(cpg, size_t(kSegs) / 2) << "DATA and ACKs bundled";
+  for (uint32_t id = 1; id <= 3; id++) EXPECT_EQ(s->node(id).acks_without_persist, 0u);
+}
+
 TEST(EngineTest, CompressedSegmentReplicatesSmallerEverywhere) {
   auto s = Cluster(3);
   const uint64_t size = 512 * 1024;
@@ -1146,10 +1273,12 @@ TEST(EngineTest, CompressedSegmentReplicatesSmallerEverywhere) {
   ExpectReplicated(*s, "zs", model, v, 2);
   size_t wire = 0, compressed = 0;
   for (auto& m : s->captured) {
-    Decoded d;
-    if (Decode(m, &d).ok() && d.type == MsgType::kData) {
-      wire += m.size();
-      compressed += d.data.encoding == uint8_t(DataEncoding::kZstd);
+    for (std::span<const uint8_t> inner : Unbundle(m)) {
+      Decoded d;
+      if (Decode(inner, &d).ok() && d.type == MsgType::kData) {
+        wire += inner.size();
+        compressed += d.data.encoding == uint8_t(DataEncoding::kZstd);
+      }
     }
   }
   EXPECT_GT(compressed, 0u);

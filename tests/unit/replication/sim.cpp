@@ -465,12 +465,14 @@ bool Sim::Flush(Node& n) {
     if (op.token) n.completions.push_back({op.token, false, st, std::nullopt});
   }
   for (auto& msg : r.sends) {
-    Decoded d;
-    if (Decode(msg, &d).ok() && d.type == MsgType::kAck) {
-      auto& ack = std::get<AckMsg>(d.control);
-      if (ack.status == uint32_t(AckStatus::kStored)) {
-        auto latest = n.store.Latest(ack.name);
-        if (!latest || *latest < ack.version) n.acks_without_persist++;
+    for (std::span<const uint8_t> inner : Unbundle(msg)) {
+      Decoded d;
+      if (Decode(inner, &d).ok() && d.type == MsgType::kAck) {
+        auto& ack = std::get<AckMsg>(d.control);
+        if (ack.status == uint32_t(AckStatus::kStored)) {
+          auto latest = n.store.Latest(ack.name);
+          if (!latest || *latest < ack.version) n.acks_without_persist++;
+        }
       }
     }
     if (capture) captured.push_back(msg);
