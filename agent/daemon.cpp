@@ -80,8 +80,21 @@ int32_t DispatchMod(enum qb_loop_priority p, int32_t fd, int32_t events, void* d
 }
 // The entry stays (reused if the fd number comes back): libqb may still be inside its handler.
 int32_t DispatchDel(int32_t fd) { return qb_loop_poll_del(g_loop, fd); }
+// libqb also runs IPC work from jobs (e.g. requests left after a dispatch): pump after those too.
+struct IpcJob {
+  qb_loop_job_dispatch_fn fn;
+  void* data;
+};
+void IpcJobTrampoline(void* p) {
+  std::unique_ptr<IpcJob> job(static_cast<IpcJob*>(p));
+  job->fn(job->data);
+  if (g_after_ipc_dispatch) g_after_ipc_dispatch();
+}
 int32_t JobAdd(enum qb_loop_priority p, void* data, qb_loop_job_dispatch_fn fn) {
-  return qb_loop_job_add(g_loop, p, data, fn);
+  auto job = std::make_unique<IpcJob>(IpcJob{fn, data});
+  int32_t rc = qb_loop_job_add(g_loop, p, job.get(), IpcJobTrampoline);
+  if (rc == 0) job.release();  // freed by the trampoline
+  return rc;
 }
 
 Daemon* DaemonOf(qb_ipcs_connection_t* c) {
