@@ -180,9 +180,7 @@ Status Daemon::Startup() {
   loop_ = qb_loop_create();
   if (!loop_) return Err(Code::kNoMemory, "qb_loop_create failed");
   g_loop = loop_;
-  g_after_ipc_dispatch = [this] {
-    if (pump_requested_) Pump();
-  };
+  g_after_ipc_dispatch = [this] { PumpIfRequested(); };
 
   for (int sig : {SIGTERM, SIGINT, SIGUSR2, SIGCHLD}) {
     qb_loop_signal_handle h = nullptr;
@@ -314,9 +312,7 @@ void Daemon::TryConnectCpg() {
     engine_->OnDeliver(nodeid, pid, msg);
     pump_requested_ = true;  // pumped once the whole dispatch is in (outputs bundled)
   };
-  cb.dispatched = [this] {
-    if (pump_requested_) Pump();
-  };
+  cb.dispatched = [this] { PumpIfRequested(); };
   cb.view = [this](const CpgView& view) {
     corosync_away_since_ms_ = 0;
     CKPT_LOG_INFO("CPG view: %zu members (+%zu -%zu)", view.members.size(), view.joined.size(),
@@ -617,6 +613,10 @@ void Daemon::Pump() {
   }
   pumping_ = false;
   ThrottleClients();
+}
+
+void Daemon::PumpIfRequested() {
+  if (pump_requested_) Pump();
 }
 
 // A zero-delay timer, not a qb_loop job: with only jobs pending, qb_loop_run polls the fds with

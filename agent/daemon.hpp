@@ -75,6 +75,8 @@ class Daemon {
   void Pump();
   // Pump again soon from the loop (after other events had their turn).
   void SchedulePump();
+  // At the end of a CPG or IPC dispatch: Pump() once if an input of it reached the engine.
+  void PumpIfRequested();
   size_t SendBudget() const;
   void Execute(repl::Ready& ready);
   void OnStoreCompletions(std::vector<StoreWorker::Completion>& done);

@@ -10,6 +10,8 @@
 namespace ckpt::repl {
 namespace {
 
+constexpr size_t kBundleFrameBytes = 4;  // u32 length before each inner message in a BUNDLE
+
 void FinishHeader(std::vector<uint8_t>* out, MsgType type) {
   uint8_t* h = out->data();
   store_le32(h + 0, kWireMagic);
@@ -92,10 +94,6 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPi
   FinishHeader(&out, MsgType::kData);
   return out;
 }
-
-namespace {
-constexpr size_t kBundleFrameBytes = 4;  // u32 length before each inner message
-}  // namespace
 
 std::vector<std::vector<uint8_t>> PackBundles(std::vector<std::vector<uint8_t>> msgs,
                                               size_t max_bytes) {

@@ -1037,7 +1037,7 @@ class FileSegmentStore final : public SegmentStore {
   // Keeps `path` (a temporary file of `name`) as a spare.  Its bytes count against
   // StoreOptions::spare_budget_bytes; beyond it the file is emptied (only the inode is reused).
   void AddSpare(const std::string& name, std::string path) {
-    std::vector<Spare>& spares = spares_[name];
+    std::vector<SpareFile>& spares = spares_[name];
     if (spares.size() >= kMaxSparesPerSegment) {
       ::unlink(path.c_str());
       return;
@@ -1056,7 +1056,7 @@ class FileSegmentStore final : public SegmentStore {
   SpareFile TakeSpare(const std::string& name) {
     auto it = spares_.find(name);
     if (it == spares_.end() || it->second.empty()) return {};
-    Spare sp = std::move(it->second.back());
+    SpareFile sp = std::move(it->second.back());
     it->second.pop_back();
     spare_bytes_ -= sp.bytes;
     counters_.spares_reused++;
@@ -1066,7 +1066,7 @@ class FileSegmentStore final : public SegmentStore {
   void ForgetSpares(const std::string& name) {
     auto it = spares_.find(name);
     if (it == spares_.end()) return;
-    for (const Spare& sp : it->second) spare_bytes_ -= sp.bytes;
+    for (const SpareFile& sp : it->second) spare_bytes_ -= sp.bytes;
     spares_.erase(it);
   }
 
@@ -1251,8 +1251,8 @@ class FileSegmentStore final : public SegmentStore {
   // At most opt_.spare_budget_bytes of their bytes are kept (disk space, and page cache the next
   // write overwrites instead of allocating).
   static constexpr size_t kMaxSparesPerSegment = 2;
-  using Spare = SpareFile;  // bytes: its size when retired (counted in spare_bytes_)
-  std::map<std::string, std::vector<Spare>> spares_;
+  // A spare's bytes: its size when retired (counted in spare_bytes_).
+  std::map<std::string, std::vector<SpareFile>> spares_;
   uint64_t spare_bytes_ = 0;
   uint64_t spare_seq_ = 0;
   // Open BeginFull writes, at most one per segment.  Their temporary files are never deleted by
