@@ -371,6 +371,16 @@ void Daemon::Shutdown() {
         static_cast<unsigned long long>(c.versions_stored));
   }
   if (transport_) {
+    const CpgCounters t = transport_->counters();
+    CKPT_LOG_INFO("CPG counters: sent %llu msgs (%llu B), delivered %llu msgs (%llu B), "
+                  "TRY_AGAIN %llu, queue full %llu, reconnects %llu",
+                  static_cast<unsigned long long>(t.messages_sent),
+                  static_cast<unsigned long long>(t.bytes_sent),
+                  static_cast<unsigned long long>(t.messages_delivered),
+                  static_cast<unsigned long long>(t.bytes_delivered),
+                  static_cast<unsigned long long>(t.try_again),
+                  static_cast<unsigned long long>(t.queue_full),
+                  static_cast<unsigned long long>(t.reconnects));
     transport_->Shutdown();
     transport_.reset();
   }
@@ -654,7 +664,10 @@ void Daemon::ThrottleClients() {
 }
 
 void Daemon::Execute(repl::Ready& ready) {
+  CKPT_ASSERT(pumping_);  // completions delivered below re-enter Pump(), which then loops once more
   for (auto& op : ready.store_ops) store_worker_->Submit(std::move(op));
+  // Small ops ran inline: their completions reach the engine now (it answers in the next round).
+  store_worker_->DeliverInline();
   for (auto& msg : ready.sends) SendToCluster(std::move(msg));
   // A reply may only leave once the store ops before it are done (and after earlier replies).
   const uint64_t seq = store_worker_->submitted_seq();

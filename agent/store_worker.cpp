@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -30,6 +31,14 @@ uint64_t WeightOf(const repl::StoreOp& op) {
     default:
       return 0;
   }
+}
+
+// Small, fsync-free operations may run on the loop thread (see the header).  The image size
+// bounds what the store may write (a delta can turn into a whole-version compaction); reading a
+// global copy (any size) always goes to the thread.
+bool RunsInline(const repl::StoreOp& op, uint64_t bytes) {
+  return op.kind != repl::StoreOp::kLoadGlobal && !op.fsync &&
+         std::max<uint64_t>(bytes, op.image.size()) <= StoreWorker::kInlineMaxBytes;
 }
 
 }  // namespace
@@ -73,11 +82,26 @@ uint64_t StoreWorker::Submit(repl::StoreOp op) {
   job.op = std::move(op);
   backlog_bytes_ += job.bytes;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (jobs_.empty() && !running_ && RunsInline(job.op, job.bytes)) {
+      // Nothing before it is pending, and only this thread submits: the order is kept.
+      lock.unlock();
+      Completion done = Run(job);
+      lock.lock();
+      finished_.push_back(std::move(done));
+      inline_done_ = true;
+      return submitted_seq_;
+    }
     jobs_.push_back(std::move(job));
   }
   work_cv_.notify_one();
   return submitted_seq_;
+}
+
+void StoreWorker::DeliverInline() {
+  if (!inline_done_) return;
+  inline_done_ = false;
+  Deliver();
 }
 
 void StoreWorker::Drain() {
@@ -100,6 +124,7 @@ void StoreWorker::ThreadMain() {
       if (jobs_.empty()) return;  // stop_ and nothing left
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      running_ = true;
     }
     Completion done = Run(job);
     job.op.image = BlockImage();  // drop the snapshot here, not on the loop thread
@@ -108,6 +133,7 @@ void StoreWorker::ThreadMain() {
       std::lock_guard<std::mutex> lock(mu_);
       was_empty = finished_.empty();
       finished_.push_back(std::move(done));
+      running_ = false;
     }
     done_cv_.notify_all();
     if (was_empty) {

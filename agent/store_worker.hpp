@@ -9,8 +9,14 @@
 //  - Every operation yields a Completion, delivered on the loop thread (from a qb_loop poll
 //    handler on an eventfd) in submission order.  completed_seq() is the sequence number of the
 //    last delivered completion: every operation up to it has finished.
-//  - While the worker runs, only its thread touches the SegmentStore.  Images in operations are
-//    copy-on-write snapshots (store/block_image.hpp): the loop may keep writing the originals.
+//  - A small operation (at most kInlineMaxBytes written, no fsync) submitted while nothing is
+//    queued or running runs at once on the loop thread: a thread hand-off and a wake-up each way
+//    cost more than writing 64 KiB to the page cache, and on a busy node every wake-up is a
+//    context switch.  Its completion is delivered by the next DeliverInline() (the caller's, once
+//    it has submitted a batch), never from inside Submit().
+//  - Only one thread at a time touches the SegmentStore: the worker, or the loop thread while the
+//    worker has nothing queued or running.  Images in operations are copy-on-write snapshots
+//    (store/block_image.hpp): the loop may keep writing the originals.
 //  - Drain() blocks until every submitted operation has run and delivers their completions
 //    before returning (engine rebuild, shutdown).  The destructor drains, then joins.
 //  - Limits: backlog_bytes()/backlog_ops() describe the queued work, so the daemon can stop
@@ -55,7 +61,11 @@ class StoreWorker {
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
 
+  static constexpr uint64_t kInlineMaxBytes = 128 * 1024;
+
   uint64_t Submit(repl::StoreOp op);
+  // Delivers the completions of operations Submit() ran on the loop thread (if any).
+  void DeliverInline();
   void Drain();
 
   uint64_t submitted_seq() const { return submitted_seq_; }
@@ -88,6 +98,7 @@ class StoreWorker {
   std::condition_variable done_cv_;  // finished_ gained entries (for Drain)
   std::deque<Job> jobs_;
   std::vector<Completion> finished_;
+  bool running_ = false;  // the thread is executing a job it took from jobs_
   bool stop_ = false;
 
   // Loop thread only.
@@ -95,6 +106,7 @@ class StoreWorker {
   uint64_t completed_seq_ = 0;
   uint64_t backlog_bytes_ = 0;
   bool delivering_ = false;
+  bool inline_done_ = false;  // finished_ holds completions of inline runs
 };
 
 }  // namespace ckpt::agent
