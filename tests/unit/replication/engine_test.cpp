@@ -296,6 +296,36 @@ TEST(EngineTest, OwnerCrashPullReturnsLastAckedVersion) {
   ExpectReplicated(*s, "oc", model, nv, 2);
 }
 
+// ckptd sends a reply only once the store ops submitted before it completed, so the restored
+// version's persistence (a whole-segment write) must be handed out after the pull's reply, not
+// together with the install the reply waits for.
+TEST(EngineTest, RestoredVersionIsPersistedAfterThePullReply) {
+  auto s = Cluster(3);
+  Client c = Create(*s, 1, 11, "pr", 30000, {.replicas = 1});
+  Version v;
+  ASSERT_TRUE(c.Commit({{0, Pattern(30000, 5)}}, true, &v).ok());
+  const uint32_t holder = s->engine(2).ReplicaTargets("pr").at(0);
+  const uint32_t puller = holder == 2 ? 3 : 2;
+  s->Crash(1);
+  ASSERT_TRUE(s->Pump());
+  s->node(puller).outputs.clear();
+  Client p(*s, puller, 21);
+  ASSERT_TRUE(p.Pull("pr").ok());
+  const auto& out = s->node(puller).outputs;
+  auto at = [&](const std::string& what) {
+    return std::find(out.begin(), out.end(), what) - out.begin();
+  };
+  const auto install = at("store " + std::to_string(StoreOp::kInstallLocal));
+  const auto reply = at("reply " + std::to_string(ipc::kPull));
+  const auto persist = at("store " + std::to_string(StoreOp::kPutFull));
+  ASSERT_LT(install, static_cast<long>(out.size()));
+  ASSERT_LT(reply, static_cast<long>(out.size()));
+  ASSERT_LT(persist, static_cast<long>(out.size())) << "the restored version is persisted";
+  EXPECT_LT(install, reply);
+  EXPECT_LT(reply, persist);
+  EXPECT_TRUE(s->node(puller).store.Latest("pr").has_value());
+}
+
 TEST(EngineTest, PullOnBestReplicaIsALocalRestore) {
   // R=2 on 3 nodes: after the owner's crash both survivors hold the latest version, so neither
   // the pull nor the re-replication by the new owner moves any byte.

@@ -443,6 +443,8 @@ void Sim::Inject(uint32_t from, std::vector<uint8_t> bytes) {
 bool Sim::Flush(Node& n) {
   Ready r = n.engine->TakeReady(opt_.send_budget);
   if (r.empty()) return false;
+  for (const StoreOp& op : r.store_ops) n.outputs.push_back("store " + std::to_string(op.kind));
+  for (const Reply& rep : r.replies) n.outputs.push_back("reply " + std::to_string(rep.op));
   for (StoreOp& op : r.store_ops) {
     if (op.kind == StoreOp::kLoadGlobal) {
       n.store.ops++;

@@ -114,6 +114,8 @@ struct Node {
   std::deque<Completion> completions;
   std::map<std::string, std::string> attributes;
   uint64_t acks_without_persist = 0;  // ACK(kStored) multicast for a version the store lacks
+  // What TakeReady handed out, in order: "store <kind>" and "reply <op>" (for ordering tests).
+  std::vector<std::string> outputs;
 };
 
 struct Event {
