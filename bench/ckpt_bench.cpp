@@ -1,9 +1,8 @@
 // ckpt_bench: the libckpt side of the ckpt benchmark (bench/README.md).  Runs inside a lab node
 // next to that node's ckptd and prints one JSON line per measurement on stdout.
 //
-//   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--warmup K] [--repeat
-//   K]
-//                        [--timeout S] [--name N] [--keep] [--compress]
+//   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--warmup K]
+//                        [--repeat K] [--timeout S] [--name N] [--keep] [--compress]
 //                        [--pattern fill|text|random]
 //   ckpt_bench latency   --dirty B --mode async|sync --count N [--replicas R] [--name N]
 //   ckpt_bench delta     --segment-size B --dirty B [--replicas R] [--repeat K] [--keep]
