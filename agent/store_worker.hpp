@@ -13,7 +13,10 @@
 //    queued or running runs at once on the loop thread: a thread hand-off and a wake-up each way
 //    cost more than writing 64 KiB to the page cache, and on a busy node every wake-up is a
 //    context switch.  Its completion is delivered by the next DeliverInline() (the caller's, once
-//    it has submitted a batch), never from inside Submit().
+//    it has submitted a batch), never from inside Submit().  An inline op that took longer than
+//    kInlineSlow and slept in the kernel meanwhile (dirty-page throttling, a journal commit, a
+//    stalled disk; not mere preemption) sends every op to the thread for kInlinePause, so a slow
+//    disk does not stall the loop twice in a row.
 //  - Only one thread at a time touches the SegmentStore: the worker, or the loop thread while the
 //    worker has nothing queued or running.  Images in operations are copy-on-write snapshots
 //    (store/block_image.hpp): the loop may keep writing the originals.
@@ -25,6 +28,7 @@
 
 #include <qb/qbloop.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -62,6 +66,8 @@ class StoreWorker {
   StoreWorker& operator=(const StoreWorker&) = delete;
 
   static constexpr uint64_t kInlineMaxBytes = 128 * 1024;
+  static constexpr std::chrono::milliseconds kInlineSlow{20};
+  static constexpr std::chrono::milliseconds kInlinePause{1000};
 
   uint64_t Submit(repl::StoreOp op);
   // Delivers the completions of operations Submit() ran on the loop thread (if any).
@@ -107,6 +113,7 @@ class StoreWorker {
   uint64_t backlog_bytes_ = 0;
   bool delivering_ = false;
   bool inline_done_ = false;  // finished_ holds completions of inline runs
+  std::chrono::steady_clock::time_point inline_paused_until_{};  // see kInlineSlow
 };
 
 }  // namespace ckpt::agent

@@ -7,6 +7,7 @@
 #include <qb/qbloop.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -28,6 +29,11 @@ class RecordingStore final : public SegmentStore {
     return calls_;
   }
   void BlockWritesFrom(uint64_t bytes) { block_bytes_ = bytes; }
+  // PutFull of `name` sleeps this long (a slow disk).
+  void SlowWrites(const std::string& name, std::chrono::milliseconds d) {
+    slow_name_ = name;
+    slow_ = d;
+  }
   void WaitUntilBlocked() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return blocked_; });
@@ -41,6 +47,7 @@ class RecordingStore final : public SegmentStore {
   Result<std::vector<LoadedSegment>> LoadAll() override { return std::vector<LoadedSegment>{}; }
   Status PutMeta(const SegmentMeta& meta, bool) override { return Record("meta " + meta.name); }
   Status PutFull(const std::string& name, Version v, const BlockImage& image, bool) override {
+    if (name == slow_name_) std::this_thread::sleep_for(slow_);
     if (image.size() >= block_bytes_) {
       std::unique_lock lock(mu_);
       blocked_ = true;
@@ -90,6 +97,8 @@ class RecordingStore final : public SegmentStore {
   std::condition_variable cv_;
   std::vector<Call> calls_;
   uint64_t block_bytes_ = UINT64_MAX;
+  std::string slow_name_;
+  std::chrono::milliseconds slow_{0};
   bool blocked_ = false, released_ = false;
 };
 
@@ -189,6 +198,19 @@ TEST_F(StoreWorkerTest, SmallOpsQueueBehindWorkInProgressAndKeepTheOrder) {
   worker_->DeliverInline();
   EXPECT_EQ(store_.Calls().back().thread, loop_thread_);
   EXPECT_EQ(delivered_.back(), 4u);
+}
+
+TEST_F(StoreWorkerTest, ASlowInlineWriteSendsTheNextOpsToTheThread) {
+  store_.SlowWrites("slow", StoreWorker::kInlineSlow * 4);
+  worker_->Submit(Full("slow", 1, 4096));  // inline (the worker is idle), but slow
+  worker_->DeliverInline();
+  worker_->Submit(Full("next", 1, 4096));  // small and idle again: still goes to the thread
+  worker_->Drain();
+  auto calls = store_.Calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].thread, loop_thread_);
+  EXPECT_NE(calls[1].thread, loop_thread_);
+  EXPECT_EQ(delivered_, (std::vector<uint64_t>{1, 2}));
 }
 
 TEST_F(StoreWorkerTest, DrainDeliversInlineCompletionsToo) {
