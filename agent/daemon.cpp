@@ -51,8 +51,8 @@ uint64_t NowMs() {
 
 // ---- qb_loop adapters for the IPC server (libqb passes no user data: one loop per process) ----
 qb_loop_t* g_loop = nullptr;
-// Runs after every IPC fd dispatch (libqb hands over up to 5 requests per dispatch at normal
-// rate): the daemon pumps once for all of them.
+// Runs after every IPC fd dispatch (libqb hands over up to 50 requests per dispatch at the FAST
+// rate, see kClientRate): the daemon pumps once for all of them.
 std::function<void()> g_after_ipc_dispatch;
 
 // libqb's handler and its data for one IPC fd, so the loop calls IpcFdTrampoline instead.
@@ -298,13 +298,13 @@ Status Daemon::StartIpc() {
   qb_ipcs_enforce_buffer_size(ipcs_, ipc::kMaxMessageBytes);
   qb_ipcs_poll_handlers_set(ipcs_, &poll);
   int32_t rc = qb_ipcs_run(ipcs_);
-  if (rc == 0) qb_ipcs_request_rate_limit(ipcs_, kClientRate);
   if (rc != 0) {
     qb_ipcs_destroy(ipcs_);
     ipcs_ = nullptr;
     return Err(Code::kIo, std::string("cannot start the IPC server '") + ipc::kServiceName +
                               "': " + std::strerror(-rc) + " (is another ckptd running?)");
   }
+  qb_ipcs_request_rate_limit(ipcs_, kClientRate);
   CKPT_LOG_INFO("IPC server '%s' listening", ipc::kServiceName);
   return Status::Ok();
 }
@@ -378,15 +378,15 @@ void Daemon::Shutdown() {
   }
   if (transport_) {
     const CpgCounters t = transport_->counters();
-    CKPT_LOG_INFO("CPG counters: sent %llu msgs (%llu B), delivered %llu msgs (%llu B), "
-                  "TRY_AGAIN %llu, queue full %llu, reconnects %llu",
-                  static_cast<unsigned long long>(t.messages_sent),
-                  static_cast<unsigned long long>(t.bytes_sent),
-                  static_cast<unsigned long long>(t.messages_delivered),
-                  static_cast<unsigned long long>(t.bytes_delivered),
-                  static_cast<unsigned long long>(t.try_again),
-                  static_cast<unsigned long long>(t.queue_full),
-                  static_cast<unsigned long long>(t.reconnects));
+    CKPT_LOG_INFO(
+        "CPG counters: sent %llu msgs (%llu B), delivered %llu msgs (%llu B), "
+        "TRY_AGAIN %llu, queue full %llu, reconnects %llu",
+        static_cast<unsigned long long>(t.messages_sent),
+        static_cast<unsigned long long>(t.bytes_sent),
+        static_cast<unsigned long long>(t.messages_delivered),
+        static_cast<unsigned long long>(t.bytes_delivered),
+        static_cast<unsigned long long>(t.try_again), static_cast<unsigned long long>(t.queue_full),
+        static_cast<unsigned long long>(t.reconnects));
     transport_->Shutdown();
     transport_.reset();
   }

@@ -85,30 +85,11 @@ uint64_t StoreWorker::Submit(repl::StoreOp op) {
   backlog_bytes_ += job.bytes;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    const auto now = std::chrono::steady_clock::now();
-    if (jobs_.empty() && !running_ && now >= inline_paused_until_ &&
+    if (jobs_.empty() && !running_ && std::chrono::steady_clock::now() >= inline_paused_until_ &&
         RunsInline(job.op, job.bytes)) {
       // Nothing before it is pending, and only this thread submits: the order is kept.
       lock.unlock();
-      struct rusage before;
-      const bool have_before = getrusage(RUSAGE_THREAD, &before) == 0;
-      Completion done = Run(job);
-      // A write that slept in the kernel (dirty-page throttling, a journal commit, a stalled
-      // disk) must not stall the loop again: the next ops go to the thread for a while.  A slow
-      // op that only lost the CPU (voluntary switches unchanged) says nothing about the disk.
-      const auto took = std::chrono::steady_clock::now() - now;
-      struct rusage after;
-      if (took > kInlineSlow && have_before && getrusage(RUSAGE_THREAD, &after) == 0 &&
-          after.ru_nvcsw > before.ru_nvcsw) {
-        inline_paused_until_ = now + took + kInlinePause;
-        CKPT_LOG_INFO(
-            "a store op of %s waited %lld ms on the loop thread: store ops run on the "
-            "store thread only for the next %lld ms",
-            job.op.meta.name.c_str(),
-            static_cast<long long>(
-                std::chrono::duration_cast<std::chrono::milliseconds>(took).count()),
-            static_cast<long long>(kInlinePause.count()));
-      }
+      Completion done = RunInline(job);
       lock.lock();
       finished_.push_back(std::move(done));
       inline_done_ = true;
@@ -118,6 +99,29 @@ uint64_t StoreWorker::Submit(repl::StoreOp op) {
   }
   work_cv_.notify_one();
   return submitted_seq_;
+}
+
+StoreWorker::Completion StoreWorker::RunInline(Job& job) {
+  const auto start = std::chrono::steady_clock::now();
+  struct rusage before;
+  const bool have_before = getrusage(RUSAGE_THREAD, &before) == 0;
+  Completion done = Run(job);
+  // A write that slept in the kernel (dirty-page throttling, a journal commit, a stalled disk)
+  // must not stall the loop again: the next ops go to the thread for a while.  A slow op that
+  // only lost the CPU (voluntary switches unchanged) says nothing about the disk.
+  const auto took = std::chrono::steady_clock::now() - start;
+  struct rusage after;
+  if (took > kInlineSlow && have_before && getrusage(RUSAGE_THREAD, &after) == 0 &&
+      after.ru_nvcsw > before.ru_nvcsw) {
+    inline_paused_until_ = start + took + kInlinePause;
+    CKPT_LOG_INFO(
+        "a store op of %s waited %lld ms on the loop thread: store ops run on the store thread "
+        "only for the next %lld ms",
+        job.op.meta.name.c_str(),
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()),
+        static_cast<long long>(kInlinePause.count()));
+  }
+  return done;
 }
 
 void StoreWorker::DeliverInline() {

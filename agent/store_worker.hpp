@@ -89,7 +89,8 @@ class StoreWorker {
   };
   void ThreadMain();
   Completion Run(Job& job);
-  void Deliver();  // loop thread: hands finished completions to on_done
+  Completion RunInline(Job& job);  // loop thread: Run() plus the slow-disk check (kInlineSlow)
+  void Deliver();                  // loop thread: hands finished completions to on_done
   static int32_t OnEvent(int32_t fd, int32_t revents, void* data);
 
   SegmentStore* const store_;

@@ -73,7 +73,7 @@ class RecordingStore final : public SegmentStore {
   bool has_global() const override { return false; }
   Status PutGlobal(const SegmentMeta&, Version, const BlockImage&) override { return {}; }
   Result<std::optional<LoadedSegment>> LoadGlobal(const std::string& name) override {
-    Record("load-global " + name);
+    (void)Record("load-global " + name);
     return std::optional<LoadedSegment>{};
   }
   std::string LocalPath(const std::string& name) const override { return "/nonexistent/" + name; }
