@@ -1,8 +1,8 @@
 // ckpt_bench: the libckpt side of the ckpt benchmark (bench/README.md).  Runs inside a lab node
 // next to that node's ckptd and prints one JSON line per measurement on stdout.
 //
-//   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--warmup K]
-//                        [--repeat K] [--timeout S] [--name N] [--keep] [--compress]
+//   ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--repeat K]
+//                        [--timeout S] [--name N] [--keep] [--compress]
 //                        [--pattern fill|text|random]
 //   ckpt_bench latency   --dirty B --mode async|sync --count N [--replicas R] [--name N]
 //   ckpt_bench delta     --segment-size B --dirty B [--replicas R] [--repeat K] [--keep]
@@ -216,9 +216,8 @@ void Delete(ckpt_client_t* c, const std::string& name) {
 //    small sizes.
 //  - stream: `segments` segments are filled with new bytes (not timed), then committed whole and
 //    asynchronously back to back, then ckpt_flush waits on each until R replicas acknowledged its
-//    latest version.  Time = from the first commit call until the last flush returns; `warmup`
-//    rounds (timed and reported as `warmup_seconds`, not in the median), then `rounds` rounds,
-//    fresh bytes every round.  `MBps` = segments * size / median round time.  The issue
+//    latest version.  Time = from the first commit call until the last flush returns; `rounds`
+//    rounds, fresh bytes every round.  `MBps` = segments * size / median round time.  The issue
 //    time (until the last asynchronous commit call returned) is reported too: it grows when
 //    ckptd's back-pressure makes the commit calls wait for room in the request ring.
 int Replicate(const Args& a) {
@@ -227,7 +226,6 @@ int Replicate(const Args& a) {
   int repeat = static_cast<int>(a.num("repeat", 3));
   int n_segments = std::max(1, static_cast<int>(a.num("segments", 1)));
   int rounds = std::max(1, static_cast<int>(a.num("rounds", 3)));
-  int warmup = std::max(0, static_cast<int>(a.num("warmup", 0)));
   uint32_t timeout_ms = static_cast<uint32_t>(a.num("timeout", 600) * 1000);
   std::string name = a.str("name", Unique("bench-repl"));
   const bool compress = a.has("compress");
@@ -249,35 +247,21 @@ int Replicate(const Args& a) {
   }
   uint64_t single_sent = Status(c).bytes_sent - sent0;
 
-  // One stream round: fill (not timed), commit every segment, flush every segment.  Returns the
-  // round's time; *issue = until the last commit call returned.
-  auto stream_round = [&](double* issue) {
+  std::vector<double> stream_secs, issue_secs;
+  sent0 = Status(c).bytes_sent;
+  const uint64_t wire0 = Status(c).data_wire_bytes_sent;
+  for (int k = 0; k < rounds; k++) {
     for (ckpt_segment_t* s : segs) Fill(s, 0, size, ++fill_round, pattern);
     double t0 = Now();
     for (int i = 0; i < n_segments; i++) {
       if (int rc = ckpt_commit(segs[i], CKPT_COMMIT_ALL, timeout_ms, nullptr); rc < 0)
         Die("async commit " + names[i], rc, c);
     }
-    *issue = Now() - t0;
+    issue_secs.push_back(Now() - t0);
     for (int i = 0; i < n_segments; i++) {
       if (int rc = ckpt_flush(segs[i], timeout_ms); rc < 0) Die("flush " + names[i], rc, c);
     }
-    return Now() - t0;
-  };
-  // Warm-up rounds (reported, not in the median): the first versions of fresh segments create
-  // every version file on the owner and the replicas; later rounds reuse them.
-  std::vector<double> warmup_secs;
-  for (int k = 0; k < warmup; k++) {
-    double issue;
-    warmup_secs.push_back(stream_round(&issue));
-  }
-  std::vector<double> stream_secs, issue_secs;
-  sent0 = Status(c).bytes_sent;
-  const uint64_t wire0 = Status(c).data_wire_bytes_sent;
-  for (int k = 0; k < rounds; k++) {
-    double issue;
-    stream_secs.push_back(stream_round(&issue));
-    issue_secs.push_back(issue);
+    stream_secs.push_back(Now() - t0);
   }
   uint64_t stream_sent = Status(c).bytes_sent - sent0;
   uint64_t stream_wire = Status(c).data_wire_bytes_sent - wire0;
@@ -296,17 +280,17 @@ int Replicate(const Args& a) {
   }
   std::printf("{\"bench\":\"replicate\",\"size_bytes\":%" PRIu64
               ",\"replicas\":%u,\"segments\":%d,\"rounds\":%d,\"stream_bytes\":%" PRIu64
-              ",\"warmup_seconds\":%s,\"stream_seconds\":%s,\"stream_seconds_median\":%.6f,"
+              ",\"stream_seconds\":%s,\"stream_seconds_median\":%.6f,"
               "\"stream_issue_seconds_median\":%.6f,\"MBps\":%.1f,\"MBps_best\":%.1f,"
               "\"bytes_sent_per_segment_commit\":%" PRIu64
               ",\"single_commit_repeat\":%d,\"single_commit_seconds\":%s,"
               "\"single_commit_seconds_median\":%s,\"single_commit_MBps\":%s,"
               "\"single_commit_bytes_sent\":%s,\"compression\":\"%s\",\"pattern\":\"%s\","
               "\"wire_bytes_per_segment_commit\":%" PRIu64 "}\n",
-              size, r, n_segments, rounds, stream_bytes, List(warmup_secs, 6).c_str(),
-              List(stream_secs, 6).c_str(), med, Median(issue_secs), stream_bytes / med / 1e6,
-              stream_bytes / best / 1e6, stream_sent / (static_cast<uint64_t>(rounds) * n_segments),
-              repeat, List(single_secs, 6).c_str(), single_med_s, single_mbps_s, single_sent_s,
+              size, r, n_segments, rounds, stream_bytes, List(stream_secs, 6).c_str(), med,
+              Median(issue_secs), stream_bytes / med / 1e6, stream_bytes / best / 1e6,
+              stream_sent / (static_cast<uint64_t>(rounds) * n_segments), repeat,
+              List(single_secs, 6).c_str(), single_med_s, single_mbps_s, single_sent_s,
               compress ? "zstd" : "none", PatternName(pattern),
               stream_wire / (static_cast<uint64_t>(rounds) * n_segments));
   for (size_t i = 0; i < segs.size(); i++) {
@@ -546,18 +530,17 @@ int DeleteCmd(const Args& a) {
 }
 
 int Usage() {
-  std::fprintf(
-      stderr,
-      "usage: ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] [--warmup K] "
-      "[--repeat K] [--timeout S] [--compress] [--pattern fill|text|random]\n"
-      "       ckpt_bench latency --dirty B --mode async|sync --count N [--replicas R]\n"
-      "       ckpt_bench delta --segment-size B --dirty B [--replicas R] [--repeat K] "
-      "[--keep] [--name N]\n"
-      "       ckpt_bench prep --name N --size B --replicas R\n"
-      "       ckpt_bench pull --name N [--timeout S]\n"
-      "       ckpt_bench catalog --count N [--size B] [--replicas R] [--prefix P]\n"
-      "       ckpt_bench wait [--segments N] [--members M] [--replicated] [--timeout S]\n"
-      "       ckpt_bench status | delete NAME...\n");
+  std::fprintf(stderr,
+               "usage: ckpt_bench replicate --size B --replicas R [--segments N] [--rounds K] "
+               "[--repeat K] [--timeout S] [--compress] [--pattern fill|text|random]\n"
+               "       ckpt_bench latency --dirty B --mode async|sync --count N [--replicas R]\n"
+               "       ckpt_bench delta --segment-size B --dirty B [--replicas R] [--repeat K] "
+               "[--keep] [--name N]\n"
+               "       ckpt_bench prep --name N --size B --replicas R\n"
+               "       ckpt_bench pull --name N [--timeout S]\n"
+               "       ckpt_bench catalog --count N [--size B] [--replicas R] [--prefix P]\n"
+               "       ckpt_bench wait [--segments N] [--members M] [--replicated] [--timeout S]\n"
+               "       ckpt_bench status | delete NAME...\n");
   return 2;
 }
 
