@@ -6,7 +6,10 @@
 //   cpg_flood --send --size S --count N [--group G] [--members M] [--run ID] [--timeout S]
 //       joins G, waits until M members are in the group, multicasts N messages of S bytes
 //       (AGREED), handling CS_ERR_TRY_AGAIN by polling the cpg fd (1 ms), dispatching and
-//       retrying; exits once its own last message has been delivered back to it.
+//       retrying; exits once its own last message has been delivered back to it.  With
+//       --burst K --gap-ms G it pauses G ms (dispatching) after every K messages: a sender that
+//       hands corosync its data in batches, like ckptd does, for comparing how the ring behaves
+//       (bench/README.md, "What limits the replication rows"); scripts/bench does not use it.
 //   cpg_flood --recv --count N [--group G] [--run ID] [--timeout S]
 //       joins G, counts the messages of run ID until it has N of them and prints one JSON line:
 //       bytes, messages, seconds between the first and the last delivery, and MB/s measured at
@@ -94,7 +97,7 @@ void Confchg(cpg_handle_t, const cpg_name*, const cpg_address* members, size_t n
 int Usage() {
   std::fprintf(stderr,
                "usage: cpg_flood --send --size BYTES --count N [--group G] [--members M] "
-               "[--run ID] [--timeout S]\n"
+               "[--run ID] [--timeout S] [--burst K --gap-ms G]\n"
                "       cpg_flood --recv --count N [--group G] [--run ID] [--timeout S]\n");
   return 2;
 }
@@ -120,7 +123,8 @@ bool PollDispatch(cpg_handle_t h, int fd, int timeout_ms) {
 int main(int argc, char** argv) {
   bool send = false;
   size_t size = 65536, members = 2;
-  uint64_t count = 0;
+  uint64_t count = 0, burst = 0;
+  double gap_ms = 0;
   double timeout = 120;
   std::string group = "ckpt-bench-flood";
   for (int i = 1; i < argc; i++) {
@@ -132,15 +136,28 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--send") send = true;
-    else if (a == "--recv") g.recv = true;
-    else if (a == "--size") size = std::strtoull(next(), nullptr, 0);
-    else if (a == "--count") count = std::strtoull(next(), nullptr, 0);
-    else if (a == "--group") group = next();
-    else if (a == "--members") members = std::strtoull(next(), nullptr, 0);
-    else if (a == "--run") g.run = static_cast<uint32_t>(std::strtoul(next(), nullptr, 0));
-    else if (a == "--timeout") timeout = std::strtod(next(), nullptr);
-    else return Usage();
+    if (a == "--send")
+      send = true;
+    else if (a == "--recv")
+      g.recv = true;
+    else if (a == "--size")
+      size = std::strtoull(next(), nullptr, 0);
+    else if (a == "--count")
+      count = std::strtoull(next(), nullptr, 0);
+    else if (a == "--group")
+      group = next();
+    else if (a == "--members")
+      members = std::strtoull(next(), nullptr, 0);
+    else if (a == "--run")
+      g.run = static_cast<uint32_t>(std::strtoul(next(), nullptr, 0));
+    else if (a == "--timeout")
+      timeout = std::strtod(next(), nullptr);
+    else if (a == "--burst")
+      burst = std::strtoull(next(), nullptr, 0);
+    else if (a == "--gap-ms")
+      gap_ms = std::strtod(next(), nullptr);
+    else
+      return Usage();
   }
   if (send == g.recv || count == 0) return Usage();
   if (size < sizeof(Header) || size > kMaxMsg) {
@@ -160,7 +177,8 @@ int main(int argc, char** argv) {
   cpg_handle_t h;
   cs_error_t e;
   for (int tries = 0;; tries++) {
-    e = cpg_model_initialize(&h, CPG_MODEL_V1, reinterpret_cast<cpg_model_data_t*>(&model), nullptr);
+    e = cpg_model_initialize(&h, CPG_MODEL_V1, reinterpret_cast<cpg_model_data_t*>(&model),
+                             nullptr);
     if (e != CS_ERR_TRY_AGAIN || tries > 50) break;
     usleep(100000);
   }
@@ -208,12 +226,12 @@ int main(int argc, char** argv) {
     double secs = g.t_last - g.t_first;
     double mbps = secs > 0 ? (g.bytes - g.first_bytes) / secs / 1e6 : 0;
     bool complete = g.got == g.expect && g.bad == 0;
-    std::printf(
-        "{\"mode\":\"recv\",\"node\":%u,\"sender\":%u,\"run\":%u,\"messages\":%" PRIu64
-        ",\"expected\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"MBps\":%.1f,"
-        "\"out_of_order\":%" PRIu64 ",\"complete\":%s}\n",
-        nodeid, g.sender_nodeid, g.run, g.got, g.expect, g.bytes, secs, mbps, g.bad,
-        complete ? "true" : "false");
+    std::printf("{\"mode\":\"recv\",\"node\":%u,\"sender\":%u,\"run\":%u,\"messages\":%" PRIu64
+                ",\"expected\":%" PRIu64 ",\"bytes\":%" PRIu64
+                ",\"seconds\":%.6f,\"MBps\":%.1f,"
+                "\"out_of_order\":%" PRIu64 ",\"complete\":%s}\n",
+                nodeid, g.sender_nodeid, g.run, g.got, g.expect, g.bytes, secs, mbps, g.bad,
+                complete ? "true" : "false");
     if (!complete) rc = 1;
   } else {
     // Wait for the receivers: the confchg callback counts the group's members.
@@ -237,6 +255,12 @@ int main(int argc, char** argv) {
         seq++;
         // Keep our own deliveries flowing so corosync never queues them without bound.
         if ((seq & 15) == 0 && !PollDispatch(h, fd, 0)) rc = 1;
+        if (burst > 0 && seq % burst == 0 && seq < count) {
+          for (double until = Now() + gap_ms / 1e3; rc == 0 && Now() < until;) {
+            int wait_ms = static_cast<int>((until - Now()) * 1e3) + 1;
+            if (!PollDispatch(h, fd, wait_ms)) rc = 1;
+          }
+        }
       } else if (e == CS_ERR_TRY_AGAIN) {
         // Back-pressure: corosync's queue is full.  Wait on the fd (short), dispatch, retry.
         try_again++;
@@ -257,10 +281,11 @@ int main(int argc, char** argv) {
     double t_done = Now();
     double secs = t_done - t0;
     std::printf("{\"mode\":\"send\",\"node\":%u,\"run\":%u,\"messages\":%" PRIu64
-                ",\"size\":%zu,\"bytes\":%" PRIu64 ",\"send_seconds\":%.6f,"
+                ",\"size\":%zu,\"bytes\":%" PRIu64
+                ",\"send_seconds\":%.6f,"
                 "\"seconds\":%.6f,\"MBps\":%.1f,\"try_again\":%" PRIu64 ",\"complete\":%s}\n",
-                nodeid, g.run, count, size, count * static_cast<uint64_t>(size), t_sent - t0,
-                secs, secs > 0 ? count * static_cast<double>(size) / secs / 1e6 : 0.0, try_again,
+                nodeid, g.run, count, size, count * static_cast<uint64_t>(size), t_sent - t0, secs,
+                secs > 0 ? count * static_cast<double>(size) / secs / 1e6 : 0.0, try_again,
                 g.own_last ? "true" : "false");
     if (!g.own_last) rc = 1;
   }
