@@ -136,28 +136,19 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--send")
-      send = true;
-    else if (a == "--recv")
-      g.recv = true;
-    else if (a == "--size")
-      size = std::strtoull(next(), nullptr, 0);
-    else if (a == "--count")
-      count = std::strtoull(next(), nullptr, 0);
-    else if (a == "--group")
-      group = next();
-    else if (a == "--members")
-      members = std::strtoull(next(), nullptr, 0);
-    else if (a == "--run")
-      g.run = static_cast<uint32_t>(std::strtoul(next(), nullptr, 0));
-    else if (a == "--timeout")
-      timeout = std::strtod(next(), nullptr);
-    else if (a == "--burst")
-      burst = std::strtoull(next(), nullptr, 0);
-    else if (a == "--gap-ms")
-      gap_ms = std::strtod(next(), nullptr);
-    else
-      return Usage();
+    // clang-format off
+    if (a == "--send") send = true;
+    else if (a == "--recv") g.recv = true;
+    else if (a == "--size") size = std::strtoull(next(), nullptr, 0);
+    else if (a == "--count") count = std::strtoull(next(), nullptr, 0);
+    else if (a == "--group") group = next();
+    else if (a == "--members") members = std::strtoull(next(), nullptr, 0);
+    else if (a == "--run") g.run = static_cast<uint32_t>(std::strtoul(next(), nullptr, 0));
+    else if (a == "--timeout") timeout = std::strtod(next(), nullptr);
+    else if (a == "--burst") burst = std::strtoull(next(), nullptr, 0);
+    else if (a == "--gap-ms") gap_ms = std::strtod(next(), nullptr);
+    else return Usage();
+    // clang-format on
   }
   if (send == g.recv || count == 0) return Usage();
   if (size < sizeof(Header) || size > kMaxMsg) {
