@@ -215,8 +215,8 @@ void Delete(ckpt_client_t* c, const std::string& name) {
 //    each is timed from the call until it returns (= R replicas acknowledged).  Latency-bound for
 //    small sizes.
 //  - stream: `segments` segments are filled with new bytes (not timed), then committed whole and
-//    asynchronously back to back, then ckpt_flush waits on each until R replicas acknowledged its
-//    latest version.  Time = from the first commit call until the last flush returns; `rounds`
+//    asynchronously back to back, then one ckpt_flush_all waits until R replicas acknowledged
+//    each one's latest version.  Time = from the first commit call until it returns; `rounds`
 //    rounds, fresh bytes every round.  `MBps` = segments * size / median round time.  The issue
 //    time (until the last asynchronous commit call returned) is reported too: it grows when
 //    ckptd's back-pressure makes the commit calls wait for room in the request ring.
@@ -258,9 +258,7 @@ int Replicate(const Args& a) {
         Die("async commit " + names[i], rc, c);
     }
     issue_secs.push_back(Now() - t0);
-    for (int i = 0; i < n_segments; i++) {
-      if (int rc = ckpt_flush(segs[i], timeout_ms); rc < 0) Die("flush " + names[i], rc, c);
-    }
+    if (int rc = ckpt_flush_all(c, timeout_ms); rc < 0) Die("flush all", rc, c);
     stream_secs.push_back(Now() - t0);
   }
   uint64_t stream_sent = Status(c).bytes_sent - sent0;

@@ -777,6 +777,20 @@ CKPT_API int ckpt_flush(ckpt_segment_t* segment, uint32_t timeout_ms) {
   return CKPT_OK;
 }
 
+CKPT_API int ckpt_flush_all(ckpt_client_t* client, uint32_t timeout_ms) {
+  if (!client) return CKPT_ERR_INVALID;
+  ClientLock lock(client);
+  // A pending error of an earlier asynchronous commit is this call's answer, as for ckpt_flush
+  // (the first one found; the others stay pending for their segments' next calls).
+  for (ckpt_segment* s : client->segments)
+    if (Status st = EnterSegment(s); !st.ok()) return Fail(client, st);
+  uint32_t t = OrDefault(timeout_ms, kDefaultSyncMs);
+  ipc::FlushAllReq req{t};
+  ipc::EmptyMsg resp;
+  CKPT_CALL_OR_FAIL(client, Call(client, ipc::kFlushAll, req, &resp, WithMargin(t)));
+  return CKPT_OK;
+}
+
 // Sends the commit in parts (see commit_plan.hpp).  All parts carry the same expected_seq; all but
 // the last are one-way with kCommitMorePartsFollow.  The last is one-way unless sync.
 CKPT_API int ckpt_commit(ckpt_segment_t* segment, uint32_t flags, uint32_t timeout_ms,

@@ -42,6 +42,7 @@ enum Op : int32_t {
   kList = 11,
   kVersions = 12,
   kClusterStatus = 13,
+  kFlushAll = 14,  // added after v3's layouts; an older ckptd answers "unknown IPC request"
 };
 enum Event : int32_t { kAsyncError = 100 };
 
@@ -107,6 +108,11 @@ struct HandleReq {  // FLUSH, CLOSE
   uint64_t handle = 0;
   uint32_t timeout_ms = 0;
   template <class F> void fields(F& f) { f(handle); f(timeout_ms); }
+};
+
+struct FlushAllReq {  // FLUSH_ALL: every segment the connection has open
+  uint32_t timeout_ms = 0;
+  template <class F> void fields(F& f) { f(timeout_ms); }
 };
 
 struct NameReq {  // PULL, RELEASE, DELETE, STAT, VERSIONS

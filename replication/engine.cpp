@@ -146,13 +146,22 @@ struct Inbound {
   uint64_t streamed = 0;
 };
 
-struct Waiter {  // a client waiting for R acknowledgements
+struct Waiter {  // a client waiting for R acknowledgements of one segment's version
   uint64_t conn_id = 0;
   int32_t op = 0;
   std::string name;
   Version version;
   uint64_t deadline_ms = 0;
   bool release_after = false;  // ckpt_release: send RELEASE when satisfied
+  uint64_t group = 0;          // != 0: one segment of a ckpt_flush_all (see WaiterGroup)
+};
+
+// A ckpt_flush_all: one waiter per segment, one answer: the first failure, or OK once the last
+// segment is satisfied.  Members that finish after a failure was answered finish silently.
+struct WaiterGroup {
+  uint64_t conn_id = 0;
+  size_t waiting = 0;  // members not finished yet
+  bool answered = false;
 };
 
 struct Segment {
@@ -270,7 +279,11 @@ struct Engine::Impl {
   bool route_after_reply = false;
   std::map<std::pair<uint32_t, uint32_t>, Inbound> inbound;  // (sender, xfer) -> state
   std::deque<Transfer> outgoing;
-  std::vector<Waiter> waiters;
+  // By segment name, so an ACK checks only its segment's waiters (a ckpt_flush_all of thousands
+  // of segments would otherwise rescan all of them per ACK).
+  std::map<std::string, std::vector<Waiter>> waiters;
+  std::map<uint64_t, WaiterGroup> waiter_groups;
+  uint64_t next_waiter_group = 1;
   struct CachedRead {
     Version version;
     BlockImage image;
@@ -654,13 +667,10 @@ struct Engine::Impl {
       auto it = handles.find(s.writer_handle);
       if (it != handles.end()) it->second.fenced = true;
     }
-    for (auto it = waiters.begin(); it != waiters.end();) {
-      if (it->name == s.cat.name) {
-        reply_status(it->conn_id, it->op, why);
-        it = waiters.erase(it);
-      } else {
-        ++it;
-      }
+    if (auto it = waiters.find(s.cat.name); it != waiters.end()) {
+      std::vector<Waiter> done = std::move(it->second);
+      waiters.erase(it);
+      for (const Waiter& w : done) answer(w, why);
     }
   }
 
@@ -990,46 +1000,84 @@ struct Engine::Impl {
 
   // ---- waiters ------------------------------------------------------------------------------
 
+  // Answers a finished waiter (satisfied: `st` OK; failed or timed out): directly, or through its
+  // ckpt_flush_all group.
+  void answer(const Waiter& w, const Status& st) {
+    if (w.group == 0) {
+      if (st.ok() && w.op == ipc::kCommit)
+        reply(w.conn_id, w.op, st, ipc::CommitResp{w.version});
+      else
+        reply_status(w.conn_id, w.op, st);
+      return;
+    }
+    auto g = waiter_groups.find(w.group);
+    if (g == waiter_groups.end()) return;  // its client went away
+    CKPT_ASSERT(g->second.waiting > 0);
+    g->second.waiting--;
+    if (!g->second.answered && (!st.ok() || g->second.waiting == 0)) {
+      reply_status(w.conn_id, w.op, st);
+      g->second.answered = true;
+    }
+    if (g->second.waiting == 0) waiter_groups.erase(g);
+  }
+
   void check_waiters() {
     for (auto it = waiters.begin(); it != waiters.end();) {
-      Segment* s = find_live(it->name);
+      auto next = std::next(it);
+      check_waiters_of(it);  // may erase `it`, nothing else
+      it = next;
+    }
+  }
+  void check_waiters_of(const std::string& name) {
+    if (auto it = waiters.find(name); it != waiters.end()) check_waiters_of(it);
+  }
+  void check_waiters_of(std::map<std::string, std::vector<Waiter>>::iterator entry) {
+    const std::string& name = entry->first;
+    Segment* s = find_live(name);
+    std::vector<Waiter> done, keep;
+    for (Waiter& w : entry->second) {
+      bool finished =
+          !s || s->cat.owner != self() || copies_at_least(*s, w.version) >= s->cat.replicas;
+      (finished ? done : keep).push_back(std::move(w));
+    }
+    if (done.empty()) {
+      entry->second = std::move(keep);
+      return;
+    }
+    if (keep.empty())
+      waiters.erase(entry);
+    else
+      entry->second = std::move(keep);
+    for (const Waiter& w : done) {
       if (!s || s->cat.owner != self()) {
-        reply_status(it->conn_id, it->op,
-                     Err(Code::kFenced, "segment '" + it->name + "' is no longer owned here"));
-        it = waiters.erase(it);
-        continue;
-      }
-      if (copies_at_least(*s, it->version) >= s->cat.replicas) {
-        if (it->release_after) {
-          send(ReleaseMsg{s->cat.name, s->cat.epoch});
-          // The reply is sent when the RELEASE is delivered.
-          release_waiters[s->cat.name].push_back({it->conn_id, it->op});
-        } else if (it->op == ipc::kCommit) {
-          reply(it->conn_id, it->op, Status::Ok(), ipc::CommitResp{it->version});
-        } else {
-          reply_status(it->conn_id, it->op, Status::Ok());
-        }
-        it = waiters.erase(it);
+        answer(w, Err(Code::kFenced, "segment '" + w.name + "' is no longer owned here"));
+      } else if (w.release_after) {
+        send(ReleaseMsg{s->cat.name, s->cat.epoch});
+        // The reply is sent when the RELEASE is delivered.
+        release_waiters[s->cat.name].push_back({w.conn_id, w.op});
       } else {
-        ++it;
+        answer(w, Status::Ok());
       }
     }
   }
   std::map<std::string, std::vector<std::pair<uint64_t, int32_t>>> release_waiters;
 
+  // Whether enough eligible members exist for s's R acknowledgements to be possible at all.
+  Status replicas_available(const Segment& s) {
+    if (eligible_peers(s) >= s.cat.replicas) return Status::Ok();
+    return Err(Code::kNotEnoughReplicas,
+               "segment '" + s.cat.name + "' wants " + std::to_string(s.cat.replicas) +
+                   " replicas but only " + std::to_string(eligible_peers(s)) +
+                   " eligible nodes are members");
+  }
+
   void add_waiter(const Caller& c, int32_t op, Segment& s, Version v, uint32_t timeout_ms,
                   bool release_after) {
-    if (eligible_peers(s) < s.cat.replicas && !release_after) {
-      reply_status(c.conn_id, op,
-                   Err(Code::kNotEnoughReplicas,
-                       "segment '" + s.cat.name + "' wants " + std::to_string(s.cat.replicas) +
-                           " replicas but only " + std::to_string(eligible_peers(s)) +
-                           " eligible nodes are members"));
-      return;
-    }
+    if (Status st = replicas_available(s); !st.ok() && !release_after)
+      return reply_status(c.conn_id, op, st);
     uint64_t t = timeout_ms ? timeout_ms : cfg.default_sync_timeout_ms;
-    waiters.push_back({c.conn_id, op, s.cat.name, v, now_ms + t, release_after});
-    check_waiters();
+    waiters[s.cat.name].push_back({c.conn_id, op, s.cat.name, v, now_ms + t, release_after});
+    check_waiters_of(s.cat.name);
   }
 
   // ---- client operations --------------------------------------------------------------------
@@ -1078,6 +1126,8 @@ struct Engine::Impl {
         return op_commit(c, body);
       case ipc::kFlush:
         return op_flush(c, body);
+      case ipc::kFlushAll:
+        return op_flush_all(c, body);
       case ipc::kClose:
         return op_close(c, body);
       case ipc::kPull:
@@ -1324,6 +1374,36 @@ struct Engine::Impl {
                           Err(Code::kFenced, "segment is no longer owned here"));
     if (!has_checkpoint(*s)) return reply_status(c.conn_id, ipc::kFlush, Status::Ok());
     add_waiter(c, ipc::kFlush, *s, s->local.back().version, req.timeout_ms, false);
+  }
+
+  // ckpt_flush_all: waits for every segment the client has open here, each up to its latest
+  // version, as one group (one answer).  A handle ckpt_flush would refuse fails the whole call.
+  void op_flush_all(const Caller& c, std::span<const uint8_t> body) {
+    ipc::FlushAllReq req;
+    Status st = ipc::DecodeRequest(body, &req);
+    if (!st.ok()) return reply_status(c.conn_id, ipc::kFlushAll, st);
+    std::vector<Segment*> wait_for;
+    for (auto& [h, hd] : handles) {
+      if (hd.conn_id != c.conn_id) continue;
+      Segment* s = find_live(hd.name);
+      if (!s || hd.fenced || s->cat.owner != self())
+        return reply_status(
+            c.conn_id, ipc::kFlushAll,
+            Err(Code::kFenced, "segment '" + hd.name + "' is no longer owned here"));
+      if (!has_checkpoint(*s)) continue;
+      if (Status r = replicas_available(*s); !r.ok())
+        return reply_status(c.conn_id, ipc::kFlushAll, r);
+      wait_for.push_back(s);
+    }
+    if (wait_for.empty()) return reply_status(c.conn_id, ipc::kFlushAll, Status::Ok());
+    const uint64_t group = next_waiter_group++;
+    waiter_groups[group] = {c.conn_id, wait_for.size(), false};
+    const uint64_t deadline =
+        now_ms + (req.timeout_ms ? req.timeout_ms : cfg.default_sync_timeout_ms);
+    for (Segment* s : wait_for)
+      waiters[s->cat.name].push_back({c.conn_id, ipc::kFlushAll, s->cat.name,
+                                      s->local.back().version, deadline, false, group});
+    for (Segment* s : wait_for) check_waiters_of(s->cat.name);
   }
 
   void close_handle(uint64_t handle) {
@@ -1729,16 +1809,17 @@ struct Engine::Impl {
 
   // ---- peer messages ------------------------------------------------------------------------
 
-  void deliver(uint32_t from, std::span<const uint8_t> bytes) {
+  // `bundled`: an inner message of a BUNDLE whose checksum (covering these bytes) was verified.
+  void deliver(uint32_t from, std::span<const uint8_t> bytes, bool bundled = false) {
     Decoded d;
-    Status st = Decode(bytes, &d);
+    Status st = bundled ? DecodeBundled(bytes, &d) : Decode(bytes, &d);
     if (!st.ok()) {
       counters.messages_dropped++;
       return;
     }
     if (d.type == MsgType::kBundle) {
       // The sender's consecutive messages, applied in order (Decode rejected nested bundles).
-      for (std::span<const uint8_t> inner : d.bundle) deliver(from, inner);
+      for (std::span<const uint8_t> inner : d.bundle) deliver(from, inner, /*bundled=*/true);
       return;
     }
     if (d.type == MsgType::kData) return on_data(from, d);
@@ -1931,7 +2012,7 @@ struct Engine::Impl {
     }
     if (s->cat.owner == self()) {
       schedule(*s);
-      check_waiters();
+      check_waiters_of(s->cat.name);
     }
   }
 
@@ -2304,7 +2385,11 @@ struct Engine::Impl {
     for (auto& [h, st] : handles)
       if (st.conn_id == conn) hs.push_back(h);
     for (uint64_t h : hs) close_handle(h);
-    std::erase_if(waiters, [&](const Waiter& w) { return w.conn_id == conn; });
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      std::erase_if(it->second, [&](const Waiter& w) { return w.conn_id == conn; });
+      it = it->second.empty() ? waiters.erase(it) : std::next(it);
+    }
+    std::erase_if(waiter_groups, [&](const auto& g) { return g.second.conn_id == conn; });
     std::erase_if(deferred_calls, [&](const DeferredCall& d) { return d.caller.conn_id == conn; });
     // Operations in flight complete (a claim must), but grant nothing to a vanished client.
     for (auto& [rid, p] : pending)
@@ -2315,15 +2400,16 @@ struct Engine::Impl {
   void tick(uint64_t now) {
     now_ms = now;
     for (auto it = waiters.begin(); it != waiters.end();) {
-      if (now >= it->deadline_ms) {
-        reply_status(
-            it->conn_id, it->op,
-            Err(Code::kTimeout, "replicas did not acknowledge version " + it->version.ToString() +
-                                    " of '" + it->name + "' in time"));
-        it = waiters.erase(it);
-      } else {
-        ++it;
-      }
+      std::vector<Waiter> expired;
+      std::erase_if(it->second, [&](Waiter& w) {
+        if (now < w.deadline_ms) return false;
+        expired.push_back(std::move(w));
+        return true;
+      });
+      it = it->second.empty() ? waiters.erase(it) : std::next(it);
+      for (const Waiter& w : expired)
+        answer(w, Err(Code::kTimeout, "replicas did not acknowledge version " +
+                                          w.version.ToString() + " of '" + w.name + "' in time"));
     }
     std::vector<std::pair<uint32_t, bool>> expired;  // (rid, whole op expired)
     for (auto& [rid, p] : pending) {

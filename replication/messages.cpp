@@ -167,7 +167,8 @@ Status DecodeControl(std::span<const uint8_t> body, Decoded* out) {
 }
 }  // namespace
 
-Status Decode(std::span<const uint8_t> message, Decoded* out) {
+namespace {
+Status DecodeMessage(std::span<const uint8_t> message, Decoded* out, bool verify_checksum) {
   if (message.size() < kWireHeaderBytes) return Err(Code::kProtocol, "message shorter than header");
   const uint8_t* h = message.data();
   if (load_le32(h) != kWireMagic) return Err(Code::kProtocol, "bad magic");
@@ -179,8 +180,8 @@ Status Decode(std::span<const uint8_t> message, Decoded* out) {
   if (body_len != message.size() - kWireHeaderBytes)
     return Err(Code::kProtocol, "body length does not match message size");
   auto body = message.subspan(kWireHeaderBytes);
-  uint64_t sum = Checksum64Concat({h, 16}, body);
-  if (sum != load_le64(h + 16)) return Err(Code::kProtocol, "checksum mismatch");
+  if (verify_checksum && Checksum64Concat({h, 16}, body) != load_le64(h + 16))
+    return Err(Code::kProtocol, "checksum mismatch");
   out->type = static_cast<MsgType>(type);
   switch (out->type) {
     case MsgType::kNodeInfo:
@@ -247,6 +248,14 @@ Status Decode(std::span<const uint8_t> message, Decoded* out) {
     }
   }
   return Err(Code::kProtocol, "unknown message type " + std::to_string(type));
+}
+}  // namespace
+
+Status Decode(std::span<const uint8_t> message, Decoded* out) {
+  return DecodeMessage(message, out, /*verify_checksum=*/true);
+}
+Status DecodeBundled(std::span<const uint8_t> inner, Decoded* out) {
+  return DecodeMessage(inner, out, /*verify_checksum=*/false);
 }
 
 }  // namespace ckpt::repl

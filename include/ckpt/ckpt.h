@@ -154,6 +154,13 @@ int ckpt_commit(ckpt_segment_t *segment, uint32_t flags, uint32_t timeout_ms,
  * Errors: as the CKPT_COMMIT_SYNC errors of ckpt_commit. */
 int ckpt_flush(ckpt_segment_t *segment, uint32_t timeout_ms);
 
+/* ckpt_flush for every segment open on this client, in one call: waits up to timeout_ms
+ * (0 = 30000) until each has R acknowledgements of its latest committed version.  Returns the
+ * first failure (a pending error of an earlier asynchronous commit on one of them first; then
+ * e.g. CKPT_ERR_TIMEOUT naming a segment that was not acknowledged in time); CKPT_OK when no
+ * segment is open.  Errors: as ckpt_flush. */
+int ckpt_flush_all(ckpt_client_t *client, uint32_t timeout_ms);
+
 /* Unmaps and closes the handle (the segment stays, and stays owned by this node).  NULL ignored. */
 void ckpt_close(ckpt_segment_t *segment);
 

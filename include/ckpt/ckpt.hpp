@@ -242,6 +242,11 @@ class Client {
     return Version(v);
   }
 
+  // Segment::flush() of every segment open on this client, in one round trip.
+  void flush_all(std::chrono::milliseconds timeout = {}) {
+    detail::check(ckpt_flush_all(need(), detail::to_ms(timeout)), c_, "ckpt_flush_all");
+  }
+
   void release(const std::string& name, std::chrono::milliseconds timeout = {}) {
     detail::check(ckpt_release(need(), name.c_str(), detail::to_ms(timeout)), c_,
                   context("release", name).c_str());

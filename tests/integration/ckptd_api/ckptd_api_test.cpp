@@ -181,6 +181,24 @@ TEST_F(CkptdTest, SyncCommitOnSingleNodeReportsNotEnoughReplicas) {
   ckpt_close(seg);
 }
 
+TEST_F(CkptdTest, FlushAllAnswersForEveryOpenSegment) {
+  EXPECT_EQ(ckpt_flush_all(client_, 2000), CKPT_OK);  // nothing open
+  ckpt_segment_t* a = Create("fa-a", 4096);
+  ckpt_segment_t* b = Create("fa-b", 4096);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(ckpt_flush_all(client_, 2000), CKPT_OK);  // open, nothing committed yet
+  ASSERT_EQ(ckpt_write(b, 0, "x", 1), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(b, 0, 0, nullptr), CKPT_OK);
+  // One node: b's version can never get its replica, and the call says so (naming it).
+  EXPECT_EQ(ckpt_flush_all(client_, 2000), CKPT_ERR_REPLICAS);
+  EXPECT_NE(std::string(ckpt_last_error(client_)).find("fa-b"), std::string::npos)
+      << ckpt_last_error(client_);
+  EXPECT_EQ(ckpt_flush_all(nullptr, 0), CKPT_ERR_INVALID);
+  ckpt_close(a);
+  ckpt_close(b);
+}
+
 TEST_F(CkptdTest, LargeCommitIsSentInPartsAndAppliedWhole) {
   const uint64_t size = 20ull << 20;  // > the 4 MiB IPC ring: several parts
   ckpt_segment_t* seg = Create("big", size);

@@ -46,6 +46,7 @@ TEST(Api, NullHandlesNeverCrash) {
   EXPECT_EQ(ckpt_mark_dirty(nullptr, 0, 1), CKPT_ERR_INVALID);
   EXPECT_EQ(ckpt_commit(nullptr, 0, 0, &v), CKPT_ERR_INVALID);
   EXPECT_EQ(ckpt_flush(nullptr, 0), CKPT_ERR_INVALID);
+  EXPECT_EQ(ckpt_flush_all(nullptr, 0), CKPT_ERR_INVALID);
   EXPECT_EQ(ckpt_pull(nullptr, "a", 0, &v), CKPT_ERR_INVALID);
   EXPECT_EQ(ckpt_release(nullptr, "a", 0), CKPT_ERR_INVALID);
   EXPECT_EQ(ckpt_read(nullptr, "a", nullptr, 0, buf, 1, &v), CKPT_ERR_INVALID);

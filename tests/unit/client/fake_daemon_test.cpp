@@ -145,6 +145,12 @@ class FakeDaemon {
           Reply(c, h.id, Status::Ok(), ipc::CommitResp{{kEpoch, req.expected_seq}});
         break;
       }
+      case ipc::kFlushAll: {
+        ipc::FlushAllReq req;
+        EXPECT_TRUE(ipc::DecodeRequest(body, &req).ok());
+        Reply(c, h.id, Status::Ok(), ipc::EmptyMsg{});
+        break;
+      }
       case ipc::kFlush:
       case ipc::kClose:
       case ipc::kRelease:
@@ -401,6 +407,39 @@ TEST_F(WithFake, SmallAsyncCommitsAreBatched) {
   EXPECT_EQ(std::memcmp(fake_->applied.data(), ckpt_segment_data(s), 64 * 1024), 0);
   // FLUSH came after the last commit.
   EXPECT_EQ(fake_->ops.back(), ipc::kFlush);
+}
+
+// ckpt_flush_all sends what is deferred first, then one FLUSH_ALL; a pending asynchronous error
+// of a segment is its answer (and is reported once).
+TEST_F(WithFake, FlushAllSendsDeferredCommitsFirstAndReportsPendingErrors) {
+  fake_->versions_kept = 1;
+  ckpt_segment_t* s = Open(64 * 1024);
+  ASSERT_NE(s, nullptr);
+  for (uint64_t i = 0; i < 100; i++) {
+    ASSERT_EQ(ckpt_write(s, i * 8, &i, sizeof i), CKPT_OK);
+    ASSERT_EQ(ckpt_commit(s, 0, 0, nullptr), CKPT_OK);
+  }
+  ASSERT_EQ(ckpt_flush_all(c_, 1000), CKPT_OK) << ckpt_last_error(c_);
+  {
+    std::lock_guard<std::mutex> lock(fake_->mu);
+    EXPECT_EQ(fake_->applied_seq, 100u);
+    EXPECT_EQ(std::memcmp(fake_->applied.data(), ckpt_segment_data(s), 64 * 1024), 0);
+    EXPECT_EQ(fake_->ops.back(), ipc::kFlushAll);
+  }
+  size_t sent = 0;
+  {
+    std::lock_guard<std::mutex> lock(fake_->mu);
+    sent = fake_->commits.size();
+  }
+  fake_->fail_seq = 101;
+  ASSERT_EQ(ckpt_write(s, 0, "z", 1), CKPT_OK);
+  ASSERT_EQ(ckpt_commit(s, CKPT_COMMIT_ALL, 0, nullptr), CKPT_OK);  // fails asynchronously
+  WaitCommits(sent + 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  fake_->fail_seq = 0;
+  EXPECT_EQ(ckpt_flush_all(c_, 1000), CKPT_ERR_NO_SPACE);
+  EXPECT_STREQ(ckpt_last_error(c_), "disk full on node3");
+  EXPECT_EQ(ckpt_flush_all(c_, 1000), CKPT_OK);  // reported once
 }
 
 // A commit larger than the batch limit, or a sync one, sends what is deferred first (in order).

@@ -738,9 +738,9 @@ TEST(EngineTest, GarbageFromPeersIsDroppedAndCounted) {
 TEST(EngineTest, GarbageIpcBodies) {
   auto s = Cluster(3);
   Client c(*s, 1, 11);
-  const int32_t ops[] = {ipc::kHello,  ipc::kOpen, ipc::kCommit,  ipc::kFlush,
-                         ipc::kClose,  ipc::kPull, ipc::kRelease, ipc::kRead,
-                         ipc::kDelete, ipc::kStat, ipc::kList,    ipc::kVersions};
+  const int32_t ops[] = {ipc::kHello, ipc::kOpen,     ipc::kCommit,  ipc::kFlush,  ipc::kClose,
+                         ipc::kPull,  ipc::kRelease,  ipc::kRead,    ipc::kDelete, ipc::kStat,
+                         ipc::kList,  ipc::kVersions, ipc::kFlushAll};
   std::mt19937_64 rng(7);
   for (int32_t op : ops) {
     std::vector<std::vector<uint8_t>> bodies = {{}, {1}, {2, 0}, Pattern(50, op)};
@@ -957,6 +957,111 @@ TEST(EngineTest, SyncCommitTimesOut) {
   std::vector<uint8_t> model(4096, 0);
   ApplyPieces(model, {{0, Pattern(100, 1)}});
   ExpectReplicated(*s, "to", model, *s->engine(1).LocalVersion("to"), 1);
+}
+
+// ckpt_flush_all: one request, one answer once every segment the connection has open has R
+// copies of its latest version.
+TEST(EngineTest, FlushAllWaitsForEverySegmentOfTheConnection) {
+  auto s = Cluster(3);
+  std::vector<Client> cs;
+  for (int i = 0; i < 3; i++)
+    cs.push_back(Create(*s, 1, 11, "fa" + std::to_string(i), 4096, {.replicas = 1}));
+  Client other = Create(*s, 1, 12, "fa-other", 4096, {.replicas = 1});  // another connection
+  uint32_t slow = s->engine(1).ReplicaTargets("fa1").at(0);
+  s->node(slow).store.stall = true;
+  for (size_t i = 0; i < cs.size(); i++)
+    ASSERT_TRUE(cs[i].Commit({{0, Pattern(1000, uint8_t(i + 1))}}, false).ok());
+  cs[0].SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  ASSERT_TRUE(s->Pump());
+  EXPECT_FALSE(cs[0].HasReply());  // fa1's replica has not stored it yet
+  s->Unstall(slow);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_TRUE(cs[0].WaitStatus().ok());
+  EXPECT_EQ(cs[0].last_op, ipc::kFlushAll);
+  EXPECT_FALSE(cs[0].HasReply());  // exactly one answer
+  for (size_t i = 0; i < cs.size(); i++) {
+    std::vector<uint8_t> model(4096, 0);
+    ApplyPieces(model, {{0, Pattern(1000, uint8_t(i + 1))}});
+    std::string name = "fa" + std::to_string(i);
+    ExpectReplicated(*s, name, model, *s->engine(1).LocalVersion(name), 1);
+  }
+  EXPECT_FALSE(other.HasReply());
+}
+
+TEST(EngineTest, FlushAllWithNothingOpenOrNothingCommittedAnswersAtOnce) {
+  auto s = Cluster(3);
+  Client none(*s, 1, 11);
+  none.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  EXPECT_TRUE(none.WaitStatus().ok());
+  Client fresh = Create(*s, 1, 12, "fa-fresh", 4096, {.replicas = 2});
+  fresh.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  EXPECT_TRUE(fresh.WaitStatus().ok());
+}
+
+TEST(EngineTest, FlushAllTimesOutOnceNamingALateSegment) {
+  auto s = Cluster(3);
+  Client a = Create(*s, 1, 11, "ft-a", 4096, {.replicas = 1});
+  Client b = Create(*s, 1, 11, "ft-b", 4096, {.replicas = 1});
+  s->node(2).store.stall = true;  // both segments' replicas stay unacknowledged
+  s->node(3).store.stall = true;
+  ASSERT_TRUE(a.Commit({{0, Pattern(100, 1)}}, false).ok());
+  ASSERT_TRUE(b.Commit({{0, Pattern(100, 2)}}, false).ok());
+  a.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{2000}));
+  ASSERT_TRUE(s->Pump());
+  EXPECT_FALSE(a.HasReply());
+  s->Tick(1500);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_FALSE(a.HasReply());
+  s->Tick(1000);
+  ASSERT_TRUE(s->Pump());
+  ipc::EmptyMsg m;
+  Status st = a.Take(&m);
+  EXPECT_EQ(st.code(), Code::kTimeout);
+  EXPECT_NE(st.ToString().find("of 'ft-"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(a.HasReply());  // one answer for the group, though both members timed out
+  s->Unstall(2);
+  s->Unstall(3);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_FALSE(a.HasReply());
+}
+
+TEST(EngineTest, FlushAllFailsWhenASegmentIsFencedOrLacksEligibleNodes) {
+  auto s = Cluster(3);
+  Client a = Create(*s, 1, 11, "ff-a", 4096, {.replicas = 1});
+  Client b = Create(*s, 1, 11, "ff-b", 4096, {.replicas = 1});
+  ASSERT_TRUE(a.Commit({{0, Pattern(100, 1)}}, true).ok());
+  ASSERT_TRUE(b.Commit({{0, Pattern(100, 2)}}, true).ok());
+  Client d(*s, 2, 21);
+  ASSERT_TRUE(d.Delete("ff-b").ok());  // fences n1's writer of ff-b
+  a.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  EXPECT_EQ(a.WaitStatus().code(), Code::kFenced);
+
+  auto s2 = Cluster(2);
+  Client c = Create(*s2, 1, 11, "ff-r", 4096, {.replicas = 1});
+  ASSERT_TRUE(c.Commit({{0, Pattern(100, 1)}}, true).ok());
+  s2->Crash(2);
+  ASSERT_TRUE(s2->Pump());
+  c.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  EXPECT_EQ(c.WaitStatus().code(), Code::kNotEnoughReplicas);
+}
+
+TEST(EngineTest, FlushAllOfAVanishedClientAnswersNobody) {
+  auto s = Cluster(3);
+  Client a = Create(*s, 1, 11, "fg-a", 4096, {.replicas = 1});
+  uint32_t t = s->engine(1).ReplicaTargets("fg-a").at(0);
+  s->node(t).store.stall = true;
+  ASSERT_TRUE(a.Commit({{0, Pattern(100, 1)}}, false).ok());
+  a.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  ASSERT_TRUE(s->Pump());
+  s->engine(1).OnClientGone(11);
+  s->Unstall(t);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_FALSE(a.HasReply());
+  // A new connection with the same handle space works normally afterwards.
+  Client b = Create(*s, 1, 12, "fg-b", 4096, {.replicas = 1});
+  ASSERT_TRUE(b.Commit({{0, Pattern(100, 2)}}, false).ok());
+  b.SendRaw(ipc::kFlushAll, ipc::EncodeRequest(ipc::FlushAllReq{0}));
+  EXPECT_TRUE(b.WaitStatus().ok());
 }
 
 TEST(EngineTest, DeleteRemovesEverywhere) {
@@ -1237,9 +1342,23 @@ TEST(EngineTest, BadBundlesAreDroppedAndGoodInnerMessagesApplied) {
   };
   for (auto& b : bad) s->engine(3).OnDeliver(2, s->node(2).pid, b);
   EXPECT_EQ(s->engine(3).counters().messages_dropped, d0 + bad.size());
-  // A well-formed bundle with one corrupt inner message: that one is dropped, the others apply.
-  s->engine(3).OnDeliver(2, s->node(2).pid, RawBundle({good, broken, good}, 3));
+  // A sealed bundle with one malformed inner message (its own checksum is not re-verified: the
+  // bundle's covers its bytes, but its framing is): that one is dropped, the others apply.
+  std::vector<uint8_t> malformed = good;
+  malformed[4] ^= 0x7f;  // wire version
+  s->engine(3).OnDeliver(2, s->node(2).pid, RawBundle({good, malformed, good}, 3));
   EXPECT_EQ(s->engine(3).counters().messages_dropped, d0 + bad.size() + 1);
+  // Any byte of a bundle changed after sealing, an inner message's included: the whole bundle
+  // fails its checksum and is dropped.
+  std::vector<uint8_t> sealed = RawBundle({good, broken, good}, 3);
+  Decoded sealed_ok;
+  ASSERT_TRUE(Decode(sealed, &sealed_ok).ok());
+  for (size_t at : {size_t{0}, kWireHeaderBytes, sealed.size() / 2, sealed.size() - 1}) {
+    std::vector<uint8_t> flipped = sealed;
+    flipped[at] ^= 0x01;
+    s->engine(3).OnDeliver(2, s->node(2).pid, flipped);
+  }
+  EXPECT_EQ(s->engine(3).counters().messages_dropped, d0 + bad.size() + 1 + 4);
   ASSERT_TRUE(s->Pump());
   EXPECT_TRUE(Take(*s, {"b"}) == before);
 }
