@@ -146,10 +146,9 @@ struct Inbound {
   uint64_t streamed = 0;
 };
 
-struct Waiter {  // a client waiting for R acknowledgements of one segment's version
+struct Waiter {  // a client waiting for R acknowledgements of a version (of its key's segment)
   uint64_t conn_id = 0;
   int32_t op = 0;
-  std::string name;
   Version version;
   uint64_t deadline_ms = 0;
   bool release_after = false;  // ckpt_release: send RELEASE when satisfied
@@ -667,11 +666,8 @@ struct Engine::Impl {
       auto it = handles.find(s.writer_handle);
       if (it != handles.end()) it->second.fenced = true;
     }
-    if (auto it = waiters.find(s.cat.name); it != waiters.end()) {
-      std::vector<Waiter> done = std::move(it->second);
-      waiters.erase(it);
-      for (const Waiter& w : done) answer(w, why);
-    }
+    if (auto it = waiters.find(s.cat.name); it != waiters.end())
+      for (const Waiter& w : take_waiters(it, [](const Waiter&) { return true; })) answer(w, why);
   }
 
   // ---- catalog ------------------------------------------------------------------------------
@@ -1021,6 +1017,21 @@ struct Engine::Impl {
     if (g->second.waiting == 0) waiter_groups.erase(g);
   }
 
+  using WaiterMap = std::map<std::string, std::vector<Waiter>>;
+  // Takes the waiters of `entry` for which `finished` holds out of the map (the entry goes once
+  // empty), in their order.
+  template <class Pred>
+  std::vector<Waiter> take_waiters(WaiterMap::iterator entry, Pred finished) {
+    std::vector<Waiter> done;
+    std::erase_if(entry->second, [&](Waiter& w) {
+      if (!finished(w)) return false;
+      done.push_back(std::move(w));
+      return true;
+    });
+    if (entry->second.empty()) waiters.erase(entry);
+    return done;
+  }
+
   void check_waiters() {
     for (auto it = waiters.begin(); it != waiters.end();) {
       auto next = std::next(it);
@@ -1031,26 +1042,16 @@ struct Engine::Impl {
   void check_waiters_of(const std::string& name) {
     if (auto it = waiters.find(name); it != waiters.end()) check_waiters_of(it);
   }
-  void check_waiters_of(std::map<std::string, std::vector<Waiter>>::iterator entry) {
-    const std::string& name = entry->first;
+  void check_waiters_of(WaiterMap::iterator entry) {
+    const std::string name = entry->first;  // a copy: the entry may go below
     Segment* s = find_live(name);
-    std::vector<Waiter> done, keep;
-    for (Waiter& w : entry->second) {
-      bool finished =
-          !s || s->cat.owner != self() || copies_at_least(*s, w.version) >= s->cat.replicas;
-      (finished ? done : keep).push_back(std::move(w));
-    }
-    if (done.empty()) {
-      entry->second = std::move(keep);
-      return;
-    }
-    if (keep.empty())
-      waiters.erase(entry);
-    else
-      entry->second = std::move(keep);
+    const bool owned = s && s->cat.owner == self();
+    auto done = take_waiters(entry, [&](const Waiter& w) {
+      return !owned || copies_at_least(*s, w.version) >= s->cat.replicas;
+    });
     for (const Waiter& w : done) {
-      if (!s || s->cat.owner != self()) {
-        answer(w, Err(Code::kFenced, "segment '" + w.name + "' is no longer owned here"));
+      if (!owned) {
+        answer(w, Err(Code::kFenced, "segment '" + name + "' is no longer owned here"));
       } else if (w.release_after) {
         send(ReleaseMsg{s->cat.name, s->cat.epoch});
         // The reply is sent when the RELEASE is delivered.
@@ -1071,13 +1072,20 @@ struct Engine::Impl {
                    " eligible nodes are members");
   }
 
+  // `group`: a ckpt_flush_all's (op_flush_all checked replicas_available beforehand).
   void add_waiter(const Caller& c, int32_t op, Segment& s, Version v, uint32_t timeout_ms,
-                  bool release_after) {
+                  bool release_after, uint64_t group = 0) {
     if (Status st = replicas_available(s); !st.ok() && !release_after)
       return reply_status(c.conn_id, op, st);
     uint64_t t = timeout_ms ? timeout_ms : cfg.default_sync_timeout_ms;
-    waiters[s.cat.name].push_back({c.conn_id, op, s.cat.name, v, now_ms + t, release_after});
+    waiters[s.cat.name].push_back({c.conn_id, op, v, now_ms + t, release_after, group});
     check_waiters_of(s.cat.name);
+  }
+
+  // The live segment `h` writes, while it is owned here and `h` is not fenced; else nullptr.
+  Segment* owned_by(const Handle& h) {
+    Segment* s = find_live(h.name);
+    return s && !h.fenced && s->cat.owner == self() ? s : nullptr;
   }
 
   // ---- client operations --------------------------------------------------------------------
@@ -1368,8 +1376,8 @@ struct Engine::Impl {
     auto it = handles.find(req.handle);
     if (it == handles.end() || it->second.conn_id != c.conn_id)
       return reply_status(c.conn_id, ipc::kFlush, Err(Code::kInvalid, "unknown segment handle"));
-    Segment* s = find_live(it->second.name);
-    if (!s || it->second.fenced || s->cat.owner != self())
+    Segment* s = owned_by(it->second);
+    if (!s)
       return reply_status(c.conn_id, ipc::kFlush,
                           Err(Code::kFenced, "segment is no longer owned here"));
     if (!has_checkpoint(*s)) return reply_status(c.conn_id, ipc::kFlush, Status::Ok());
@@ -1385,8 +1393,8 @@ struct Engine::Impl {
     std::vector<Segment*> wait_for;
     for (auto& [h, hd] : handles) {
       if (hd.conn_id != c.conn_id) continue;
-      Segment* s = find_live(hd.name);
-      if (!s || hd.fenced || s->cat.owner != self())
+      Segment* s = owned_by(hd);
+      if (!s)
         return reply_status(
             c.conn_id, ipc::kFlushAll,
             Err(Code::kFenced, "segment '" + hd.name + "' is no longer owned here"));
@@ -1396,14 +1404,11 @@ struct Engine::Impl {
       wait_for.push_back(s);
     }
     if (wait_for.empty()) return reply_status(c.conn_id, ipc::kFlushAll, Status::Ok());
+    // The whole group exists before its first member can finish (add_waiter checks at once).
     const uint64_t group = next_waiter_group++;
     waiter_groups[group] = {c.conn_id, wait_for.size(), false};
-    const uint64_t deadline =
-        now_ms + (req.timeout_ms ? req.timeout_ms : cfg.default_sync_timeout_ms);
     for (Segment* s : wait_for)
-      waiters[s->cat.name].push_back({c.conn_id, ipc::kFlushAll, s->cat.name,
-                                      s->local.back().version, deadline, false, group});
-    for (Segment* s : wait_for) check_waiters_of(s->cat.name);
+      add_waiter(c, ipc::kFlushAll, *s, s->local.back().version, req.timeout_ms, false, group);
   }
 
   void close_handle(uint64_t handle) {
@@ -2400,16 +2405,13 @@ struct Engine::Impl {
   void tick(uint64_t now) {
     now_ms = now;
     for (auto it = waiters.begin(); it != waiters.end();) {
-      std::vector<Waiter> expired;
-      std::erase_if(it->second, [&](Waiter& w) {
-        if (now < w.deadline_ms) return false;
-        expired.push_back(std::move(w));
-        return true;
-      });
-      it = it->second.empty() ? waiters.erase(it) : std::next(it);
+      auto next = std::next(it);
+      const std::string name = it->first;  // a copy: the entry may go
+      auto expired = take_waiters(it, [&](const Waiter& w) { return now >= w.deadline_ms; });
       for (const Waiter& w : expired)
         answer(w, Err(Code::kTimeout, "replicas did not acknowledge version " +
-                                          w.version.ToString() + " of '" + w.name + "' in time"));
+                                          w.version.ToString() + " of '" + name + "' in time"));
+      it = next;
     }
     std::vector<std::pair<uint32_t, bool>> expired;  // (rid, whole op expired)
     for (auto& [rid, p] : pending) {
