@@ -380,13 +380,14 @@ void Daemon::Shutdown() {
     const CpgCounters t = transport_->counters();
     CKPT_LOG_INFO(
         "CPG counters: sent %llu msgs (%llu B), delivered %llu msgs (%llu B), "
-        "TRY_AGAIN %llu, queue full %llu, reconnects %llu",
+        "TRY_AGAIN %llu, queue full %llu, reconnects %llu, pokes %llu, drains %llu",
         static_cast<unsigned long long>(t.messages_sent),
         static_cast<unsigned long long>(t.bytes_sent),
         static_cast<unsigned long long>(t.messages_delivered),
         static_cast<unsigned long long>(t.bytes_delivered),
         static_cast<unsigned long long>(t.try_again), static_cast<unsigned long long>(t.queue_full),
-        static_cast<unsigned long long>(t.reconnects));
+        static_cast<unsigned long long>(t.reconnects), static_cast<unsigned long long>(t.pokes),
+        static_cast<unsigned long long>(t.drains));
     transport_->Shutdown();
     transport_.reset();
   }

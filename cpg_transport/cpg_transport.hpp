@@ -3,7 +3,9 @@
 // Joins one CPG group (name length counts the trailing NUL, like Pacemaker and dlm), delivers
 // messages and membership changes to callbacks from the qb_loop, and multicasts AGREED messages
 // from a bounded queue: cpg_mcast_joined() returning CS_ERR_TRY_AGAIN leaves the message queued and
-// retries from a loop timer (never spins, never blocks a callback).  When the queue is full Send()
+// retries from a loop timer (never spins, never blocks a callback).  While the queue is flushed
+// from the loop, deliveries waiting in corosync's ring to us are read between two sends (a
+// sender's own messages come back to it; a full ring makes corosync busy-retry them).  When the queue is full Send()
 // refuses with kNoSpace; on_drained tells the caller when room is back.
 // If corosync goes away (dispatch error other than TRY_AGAIN) the transport finalizes, reports
 // on_lost, and reconnects every reconnect_ms; after rejoining, the first view lists every member
@@ -48,6 +50,7 @@ struct CpgCounters {
   uint64_t queue_full = 0;       // Send() refused for lack of room
   uint64_t dropped_at_loss = 0;  // queued messages discarded when corosync went away
   uint64_t pokes = 0;            // wake-up requests sent after large deliveries
+  uint64_t drains = 0;           // deliveries read between two sends (Flush)
 };
 
 class CpgTransport {

@@ -440,6 +440,36 @@ TEST(CpgTransport, SendAndShutdownFromCallbacks) {
   t.reset();
 }
 
+// A sender's own messages come back while its queue is flushed: Flush() reads them between two
+// sends (counters().drains), and a deliver callback run from there may shut the transport down.
+TEST(CpgTransport, ShutdownFromCallbackWhileQueueFlushes) {
+  Loop loop;
+  std::unique_ptr<CpgTransport> t;
+  uint32_t delivered = 0;
+  CpgTransport::Callbacks cb;
+  cb.deliver = [&](uint32_t, uint32_t, std::span<const uint8_t>) {
+    if (++delivered == 40) t->Shutdown();  // deferred until cpg_dispatch() returns
+  };
+  CpgTransport::Options opts;
+  opts.group = "ckpt-test-drain";
+  auto r = CpgTransport::Connect(loop.get(), opts, std::move(cb));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  t = std::move(r.value());
+  // 60 MiB queued at once: corosync answers TRY_AGAIN long before the end, so most of the queue
+  // leaves from the loop (fd handler, retry timer), with our deliveries read in between.
+  const size_t size = t->max_message_bytes();
+  for (uint32_t i = 0; i < 60; ++i) ASSERT_TRUE(t->Send(MakeMessage(1, i, size)).ok());
+  ASSERT_TRUE(loop.RunUntil([&] { return !t->connected(); }, 60000));
+  EXPECT_EQ(delivered, 40u);  // nothing after the shutdown
+  EXPECT_GT(t->counters().drains, 0u);
+  EXPECT_EQ(t->queued_bytes(), 0u);
+  // The loop stays usable: a new transport on it works.
+  Member m;
+  ASSERT_TRUE(m.Connect(opts).ok());
+  EXPECT_TRUE(m.loop.RunUntil([&] { return m.members() == 1; }));
+  t.reset();
+}
+
 // Prints throughput of one member sending to itself over loopback, and checks the wake-up rule:
 // corosync is poked after deliveries of 256 KiB or more, never after smaller ones.
 TEST(CpgTransport, Throughput) {
