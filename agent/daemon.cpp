@@ -152,6 +152,14 @@ const char* StoreOpName(repl::StoreOp::Kind k) {
       return "stream-finish";
     case repl::StoreOp::kStreamAbort:
       return "stream-abort";
+    case repl::StoreOp::kLocalBegin:
+      return "local-begin";
+    case repl::StoreOp::kLocalAppend:
+      return "local-append";
+    case repl::StoreOp::kLocalFinish:
+      return "local-finish";
+    case repl::StoreOp::kLocalAbort:
+      return "local-abort";
   }
   return "?";
 }

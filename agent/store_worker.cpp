@@ -24,6 +24,7 @@ uint64_t WeightOf(const repl::StoreOp& op) {
     case K::kInstallLocal:
       return op.image.size();
     case K::kStreamAppend:
+    case K::kLocalAppend:
       return op.length;
     case K::kPutDelta: {
       uint64_t n = 0;
@@ -224,6 +225,18 @@ StoreWorker::Completion StoreWorker::Run(Job& job) {
       break;
     case K::kStreamAbort:
       store_->AbortFull(name, op.version);
+      break;
+    case K::kLocalBegin:
+      c.status = store_->BeginLocal(name, op.meta.size);
+      break;
+    case K::kLocalAppend:
+      c.status = store_->AppendLocal(name, op.image, op.offset, op.length);
+      break;
+    case K::kLocalFinish:
+      c.status = store_->FinishLocal(name, op.meta.uid, op.meta.gid, op.meta.mode);
+      break;
+    case K::kLocalAbort:
+      store_->AbortLocal(name);
       break;
   }
   return c;

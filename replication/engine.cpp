@@ -144,6 +144,9 @@ struct Inbound {
   // newer transfer, the sender leaving, an epoch change, a disconnect) finishes or aborts it.
   bool streaming = false;
   uint64_t streamed = 0;
+  // The stream writes the local storage instead (a pull's restore: StoreOp::kLocalBegin...), and
+  // its Finish is the install the client waits for.
+  bool stream_local = false;
 };
 
 struct Waiter {  // a client waiting for R acknowledgements of a version (of its key's segment)
@@ -481,23 +484,42 @@ struct Engine::Impl {
   }
 
   // ---- stream-stored transfers (Inbound::streaming) -------------------------------------------
+  // The store op of a stream step, given as its version-file kind (kStreamBegin..kStreamAbort);
+  // a local-storage stream gets the kLocal* twin.
   StoreOp stream_op(StoreOp::Kind kind, const Inbound& in) const {
     StoreOp op;
     op.kind = kind;
+    if (in.stream_local) {
+      CKPT_ASSERT(kind >= StoreOp::kStreamBegin && kind <= StoreOp::kStreamAbort);
+      op.kind = StoreOp::Kind(StoreOp::kLocalBegin + (kind - StoreOp::kStreamBegin));
+    }
     op.meta.name = in.header.name;
     op.meta.size = in.header.size;
     op.version = in.header.version;
     return op;
   }
-  // Called for chunk 0 of an accepted transfer.
+  // Local storage is independent of the version files: its ops, like install_local's, do not
+  // wait behind a restored version's deferred persistence (after_reply_ops).
+  void submit_stream_op(StoreOp op, const Inbound& in) {
+    if (in.stream_local) return ready.store_ops.push_back(std::move(op));
+    store_op(std::move(op));
+  }
+  // Called for chunk 0 of an accepted transfer: a replica's large full copy streams into its
+  // version file, a pull's (or an open's) large restore into the local storage.
   void maybe_begin_stream(Inbound& in) {
     const DataHeader& h = in.header;
-    if (h.kind != uint8_t(DataKind::kReplicate) || !h.base.empty() || h.chunk_count < 2 ||
-        h.size < cfg.stream_store_min_bytes)
+    const bool fetch = h.kind == uint8_t(DataKind::kFetch);
+    if ((h.kind != uint8_t(DataKind::kReplicate) && !fetch) || !h.base.empty() ||
+        h.chunk_count < 2 || h.size < cfg.stream_store_min_bytes)
       return;
+    if (fetch) {
+      auto pit = pending.find(h.request_id);
+      if (pit == pending.end() || pit->second.kind == Pending::kRead) return;  // kept in memory
+      in.stream_local = true;
+    }
     StoreOp op = stream_op(StoreOp::kStreamBegin, in);
     op.checksum = h.checksum;
-    store_op(std::move(op));
+    submit_stream_op(std::move(op), in);
     in.streaming = true;
     in.streamed = 0;
   }
@@ -512,12 +534,12 @@ struct Engine::Impl {
     op.image = in.image;  // a snapshot: later chunks clone the blocks they write
     op.offset = in.streamed;
     op.length = upto - in.streamed;
-    store_op(std::move(op));
+    submit_stream_op(std::move(op), in);
     in.streamed = upto;
   }
   void abort_stream(Inbound& in) {
     if (!in.streaming) return;
-    store_op(stream_op(StoreOp::kStreamAbort, in));
+    submit_stream_op(stream_op(StoreOp::kStreamAbort, in), in);
     in.streaming = false;
   }
   template <class Pred>
@@ -2216,6 +2238,15 @@ struct Engine::Impl {
       persist_meta(*s);
       adopt_restored(*s);
       p.stage = Pending::kInstalling;
+      if (in.streaming && in.stream_local && in.streamed == h.size) {
+        // The local storage was written as the chunks arrived: replacing it is the install.
+        StoreOp op = stream_op(StoreOp::kStreamFinish, in);
+        op.meta = MetaOf(s->cat);
+        op.token = token_for(h.request_id);
+        submit_stream_op(std::move(op), in);
+        in.streaming = false;
+        return;  // re-replication starts in finish_pending(), after the install
+      }
       install_local(*s, token_for(h.request_id));
       return;  // re-replication starts in finish_pending(), after the install
     }

@@ -85,7 +85,18 @@ struct StoreOp {
     kStreamAppend,  // meta.name, version, image, offset, length: image bytes [offset, +length)
     kStreamFinish,  // meta.name, version, fsync
     kStreamAbort,   // meta.name, version
+    // The same for a pull's restore into local storage (a fetch of 4 MiB or more), so the
+    // install does not start only after the last chunk; Finish replaces the local storage like
+    // kInstallLocal (meta: name, uid, gid, mode) and is the restore's completion.
+    kLocalBegin,   // meta.name, meta.size
+    kLocalAppend,  // meta.name, image, offset, length
+    kLocalFinish,  // meta (name, uid, gid, mode)
+    kLocalAbort,   // meta.name
   };
+  static_assert(kLocalAbort - kLocalBegin == kStreamAbort - kStreamBegin &&
+                    kLocalAppend - kLocalBegin == kStreamAppend - kStreamBegin &&
+                    kLocalFinish - kLocalBegin == kStreamFinish - kStreamBegin,
+                "the kLocal* steps mirror the kStream* steps, in the same order");
   Kind kind = kPutMeta;
   SegmentMeta meta;
   Version version, base;

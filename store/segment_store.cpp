@@ -579,6 +579,54 @@ std::string VersionFile(Version v, Kind kind) {
 
 // ---- the store ---------------------------------------------------------------------------------
 
+// Writes image bytes [offset, +length) at the same offsets of fd (a file that starts as a hole of
+// the image's size, so all-zero blocks are skipped).  Consecutive non-zero blocks go out in one
+// pwritev of up to kRunBlocks pieces: a 64 MiB restore is 16 syscalls, not 1024.
+Status WriteImageRange(int fd, const std::string& path, const BlockImage& image, uint64_t offset,
+                       uint64_t length) {
+  constexpr size_t kRunBlocks = 64;
+  const uint64_t end = offset + length;
+  CKPT_ASSERT(end >= offset && end <= image.size());
+  size_t i = offset / kBlockSize;
+  while (i * kBlockSize < end) {
+    if (image.is_zero_block(i)) {
+      i++;
+      continue;
+    }
+    iovec iov[kRunBlocks];
+    size_t k = 0, bytes = 0;
+    const uint64_t run_start = std::max<uint64_t>(offset, i * kBlockSize);
+    for (; k < kRunBlocks && (i + k) * kBlockSize < end && !image.is_zero_block(i + k); k++) {
+      auto b = image.block(i + k);
+      const uint64_t b_start = (i + k) * kBlockSize;
+      const uint64_t from = std::max(offset, b_start) - b_start;
+      const uint64_t to = std::min<uint64_t>(end, b_start + b.size()) - b_start;
+      iov[k] = {const_cast<uint8_t*>(b.data()) + from, static_cast<size_t>(to - from)};
+      bytes += to - from;
+    }
+    // pwritev may write less than asked (rare): continue from where it stopped.
+    size_t done = 0, first = 0;
+    while (done < bytes) {
+      ssize_t w = ::pwritev(fd, iov + first, static_cast<int>(k - first),
+                            static_cast<off_t>(run_start + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus("write", path, errno);
+      }
+      done += static_cast<size_t>(w);
+      for (size_t left = static_cast<size_t>(w); first < k && left > 0;) {
+        const size_t take = std::min(left, iov[first].iov_len);
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + take;
+        iov[first].iov_len -= take;
+        left -= take;
+        if (iov[first].iov_len == 0) first++;
+      }
+    }
+    i += k;
+  }
+  return Status::Ok();
+}
+
 class FileSegmentStore final : public SegmentStore {
  public:
   explicit FileSegmentStore(StoreOptions o) : opt_(std::move(o)) {}
@@ -603,6 +651,7 @@ class FileSegmentStore final : public SegmentStore {
       std::optional<LoadedSegment> seg = LoadSegment(name);
       if (seg) out.push_back(std::move(*seg));
     }
+    RemoveLocalLeftovers();
     return out;
   }
 
@@ -881,52 +930,82 @@ class FileSegmentStore final : public SegmentStore {
     if (opt_.shm_dir.empty()) return Err(Code::kInvalid, "no local storage directory configured");
     CKPT_RETURN_IF_ERROR(MkdirAll(opt_.shm_dir, kShmDirMode));
     return ReplaceLocal(name, image.size(), uid, gid, mode, [&](int fd, const std::string& tmp) {
-      // The file starts as a hole of image.size() bytes: only non-zero blocks are written, each
-      // run of consecutive ones with one pwritev (up to kRunBlocks blocks: a 64 MiB restore is
-      // 16 syscalls, not 1024).
-      constexpr size_t kRunBlocks = 64;
-      const size_t n = image.block_count();
-      for (size_t i = 0; i < n;) {
-        if (image.is_zero_block(i)) {
-          i++;
-          continue;
-        }
-        iovec iov[kRunBlocks];
-        size_t k = 0, bytes = 0;
-        for (; k < kRunBlocks && i + k < n && !image.is_zero_block(i + k); k++) {
-          auto b = image.block(i + k);
-          iov[k] = {const_cast<uint8_t*>(b.data()), b.size()};
-          bytes += b.size();
-        }
-        const off_t off = static_cast<off_t>(i * kBlockSize);
-        ssize_t w;
-        do {
-          w = ::pwritev(fd, iov, static_cast<int>(k), off);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0) return ErrnoStatus("write", tmp, errno);
-        const size_t written = static_cast<size_t>(w);
-        if (written < bytes) {
-          // A short write (rare): finish the run block by block from where it stopped.
-          size_t pos = 0;
-          for (size_t j = 0; j < k; j++) {
-            const size_t len = iov[j].iov_len;
-            size_t done = written > pos ? std::min(len, written - pos) : 0;
-            while (done < len) {
-              ssize_t r = ::pwrite(fd, static_cast<uint8_t*>(iov[j].iov_base) + done, len - done,
-                                   off + static_cast<off_t>(pos + done));
-              if (r < 0) {
-                if (errno == EINTR) continue;
-                return ErrnoStatus("write", tmp, errno);
-              }
-              done += static_cast<size_t>(r);
-            }
-            pos += len;
-          }
-        }
-        i += k;
-      }
-      return Status::Ok();
+      return WriteImageRange(fd, tmp, image, 0, image.size());
     });
+  }
+
+  Status BeginLocal(const std::string& name, uint64_t size) override {
+    CKPT_RETURN_IF_ERROR(ValidateSegmentName(name));
+    if (opt_.shm_dir.empty()) return Err(Code::kInvalid, "no local storage directory configured");
+    CKPT_RETURN_IF_ERROR(MkdirAll(opt_.shm_dir, kShmDirMode));
+    std::lock_guard lock(mu_);
+    DropLocalWrite(name);
+    LocalWrite w;
+    w.size = size;
+    auto fd = MakeTemp(opt_.shm_dir, name, &w.tmp);
+    if (!fd.ok()) return fd.status();
+    w.fd = std::move(*fd);
+    if (::ftruncate(w.fd.get(), static_cast<off_t>(size)) != 0) {
+      Status st = ErrnoStatus("ftruncate", w.tmp, errno);
+      ::unlink(w.tmp.c_str());
+      return st;
+    }
+    local_writes_[name] = std::move(w);
+    return Status::Ok();
+  }
+
+  Status AppendLocal(const std::string& name, const BlockImage& image, uint64_t offset,
+                     uint64_t length) override {
+    std::lock_guard lock(mu_);
+    auto it = local_writes_.find(name);
+    if (it == local_writes_.end())
+      return Err(Code::kNotFound, "no open write of local storage " + name);
+    LocalWrite& w = it->second;
+    Status st;
+    if (image.size() != w.size) {
+      st = Err(Code::kInvalid, "append to local " + name + ": image size differs from the file");
+    } else if (offset != w.appended || length > w.size - offset) {
+      st = Err(Code::kInvalid, "append to local " + name + " at " + std::to_string(offset) + "+" +
+                                   std::to_string(length) + ", expected offset " +
+                                   std::to_string(w.appended));
+    } else {
+      st = WriteImageRange(w.fd.get(), w.tmp, image, offset, length);
+      w.appended += length;
+    }
+    if (!st.ok()) DropLocalWrite(name);
+    return st;
+  }
+
+  Status FinishLocal(const std::string& name, uint32_t uid, uint32_t gid, uint32_t mode) override {
+    std::lock_guard lock(mu_);
+    auto it = local_writes_.find(name);
+    if (it == local_writes_.end())
+      return Err(Code::kNotFound, "no open write of local storage " + name);
+    LocalWrite& w = it->second;
+    const std::string path = LocalPath(name);
+    Status st = [&]() -> Status {
+      if (w.appended != w.size)
+        return Err(Code::kInvalid, "write of local " + name + " finished after " +
+                                       std::to_string(w.appended) + " of " +
+                                       std::to_string(w.size) + " bytes");
+      if (::fchown(w.fd.get(), uid, gid) != 0) return ErrnoStatus("fchown", w.tmp, errno);
+      if (::fchmod(w.fd.get(), mode & 07777) != 0) return ErrnoStatus("fchmod", w.tmp, errno);
+      if (w.fd.close() != 0) return ErrnoStatus("close", w.tmp, errno);
+      if (::rename(w.tmp.c_str(), path.c_str()) != 0)
+        return ErrnoStatus("rename", w.tmp + " -> " + path, errno);
+      return Status::Ok();
+    }();
+    if (st.ok()) {
+      local_writes_.erase(it);
+    } else {
+      DropLocalWrite(name);
+    }
+    return st;
+  }
+
+  void AbortLocal(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    DropLocalWrite(name);
   }
 
   Status EnsureLocal(const std::string& name, uint64_t size, uint32_t uid, uint32_t gid,
@@ -1276,6 +1355,33 @@ class FileSegmentStore final : public SegmentStore {
     st->sink.reset();
     st->fd.reset();
     AddSpare(name, st->tmp);
+  }
+  // Temporary files in the local storage directory are a crashed daemon's unfinished installs or
+  // pull writes (up to a segment's size of tmpfs memory each): removed at startup (LoadAll).
+  void RemoveLocalLeftovers() {
+    if (opt_.shm_dir.empty()) return;
+    auto files = ListDir(opt_.shm_dir);
+    if (!files.ok()) return;  // no directory yet
+    for (const std::string& f : *files) {
+      const std::string path = opt_.shm_dir + "/" + f;
+      bool in_use = false;
+      for (const auto& [name, w] : local_writes_) in_use |= w.tmp == path;
+      if (IsTempName(f) && !in_use) ::unlink(path.c_str());
+    }
+  }
+  // Local storage being written while a pull arrives (BeginLocal..FinishLocal), by segment.
+  struct LocalWrite {
+    uint64_t size = 0, appended = 0;
+    std::string tmp;
+    UniqueFd fd;
+  };
+  std::map<std::string, LocalWrite> local_writes_;
+  // Drops the unfinished local write of `name`, if any, and its temporary file.
+  void DropLocalWrite(const std::string& name) {
+    auto it = local_writes_.find(name);
+    if (it == local_writes_.end()) return;
+    ::unlink(it->second.tmp.c_str());
+    local_writes_.erase(it);
   }
   StoreCounters counters_;
 };

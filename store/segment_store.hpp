@@ -22,7 +22,8 @@
 //
 // Local storage: <shm_dir>/<name> is the owner application's working copy, a plain file on tmpfs
 // that libckpt maps MAP_SHARED.  InstallLocal writes a temporary file and renames it, so the
-// application sees the old or the new version, never a mix.
+// application sees the old or the new version, never a mix; BeginLocal..FinishLocal does the same
+// with a file written while a pull's chunks arrive.
 #pragma once
 
 #include <cstdint>
@@ -118,6 +119,20 @@ class SegmentStore {
   virtual Status EnsureLocal(const std::string& name, uint64_t size, uint32_t uid, uint32_t gid,
                              uint32_t mode) = 0;
   virtual Status RemoveLocal(const std::string& name) = 0;
+  // Local storage written while a restore arrives (a pull), so the install does not start only
+  // after the last chunk.  BeginLocal creates a temporary file of `size` bytes (a hole) in the
+  // local storage directory, dropping an unfinished one of the segment; AppendLocal writes image
+  // bytes [offset, +length) where offset is what was appended so far; FinishLocal (once `size`
+  // bytes were appended) gives the file uid/gid/mode and renames it over the local storage, like
+  // InstallLocal.  A failed append abandons the write, so FinishLocal then fails; AbortLocal
+  // removes an unfinished one (no-op without one).  Until FinishLocal the application's file is
+  // untouched.  Errors: kInvalid (order, sizes), kNotFound (no write open), kIo.
+  virtual Status BeginLocal(const std::string& name, uint64_t size) = 0;
+  virtual Status AppendLocal(const std::string& name, const BlockImage& image, uint64_t offset,
+                             uint64_t length) = 0;
+  virtual Status FinishLocal(const std::string& name, uint32_t uid, uint32_t gid,
+                             uint32_t mode) = 0;
+  virtual void AbortLocal(const std::string& name) = 0;
 
   virtual StoreCounters counters() const = 0;
 };

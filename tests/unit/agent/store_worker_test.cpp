@@ -85,6 +85,12 @@ class RecordingStore final : public SegmentStore {
     return {};
   }
   Status RemoveLocal(const std::string&) override { return {}; }
+  Status BeginLocal(const std::string&, uint64_t) override { return {}; }
+  Status AppendLocal(const std::string&, const BlockImage&, uint64_t, uint64_t) override {
+    return {};
+  }
+  Status FinishLocal(const std::string&, uint32_t, uint32_t, uint32_t) override { return {}; }
+  void AbortLocal(const std::string&) override {}
   StoreCounters counters() const override { return {}; }
 
  private:

@@ -298,24 +298,28 @@ TEST(EngineTest, OwnerCrashPullReturnsLastAckedVersion) {
 
 // ckptd sends a reply only once the store ops submitted before it completed, so the restored
 // version's persistence (a whole-segment write) must be handed out after the pull's reply, not
-// together with the install the reply waits for.
-TEST(EngineTest, RestoredVersionIsPersistedAfterThePullReply) {
+// together with the install the reply waits for.  A restore of stream_store_min_bytes or more is
+// written to the local storage as it arrives (kLocalBegin/Append, then kLocalFinish replaces
+// it); a smaller one is installed whole (kInstallLocal).
+void ExpectRestorePersistedAfterReply(uint64_t size, StoreOp::Kind install_kind) {
   auto s = Cluster(3);
-  Client c = Create(*s, 1, 11, "pr", 30000, {.replicas = 1});
+  Client c = Create(*s, 1, 11, "pr", size, {.replicas = 1});
   Version v;
-  ASSERT_TRUE(c.Commit({{0, Pattern(30000, 5)}}, true, &v).ok());
+  const std::vector<uint8_t> model = Pattern(size, 5);
+  ASSERT_TRUE(c.Commit({{0, model}}, true, &v).ok());
   const uint32_t holder = s->engine(2).ReplicaTargets("pr").at(0);
   const uint32_t puller = holder == 2 ? 3 : 2;
   s->Crash(1);
   ASSERT_TRUE(s->Pump());
   s->node(puller).outputs.clear();
+  s->node(puller).store.log.clear();
   Client p(*s, puller, 21);
   ASSERT_TRUE(p.Pull("pr").ok());
   const auto& out = s->node(puller).outputs;
   auto at = [&](const std::string& what) {
     return std::find(out.begin(), out.end(), what) - out.begin();
   };
-  const auto install = at("store " + std::to_string(StoreOp::kInstallLocal));
+  const auto install = at("store " + std::to_string(install_kind));
   const auto reply = at("reply " + std::to_string(ipc::kPull));
   const auto persist = at("store " + std::to_string(StoreOp::kPutFull));
   ASSERT_LT(install, static_cast<long>(out.size()));
@@ -324,6 +328,62 @@ TEST(EngineTest, RestoredVersionIsPersistedAfterThePullReply) {
   EXPECT_LT(install, reply);
   EXPECT_LT(reply, persist);
   EXPECT_TRUE(s->node(puller).store.Latest("pr").has_value());
+  EXPECT_TRUE(Bytes(s->node(puller).store.local.at("pr")) == model) << "local storage installed";
+  const auto& log = s->node(puller).store.log;
+  auto count = [&](StoreOp::Kind k) { return std::count(log.begin(), log.end(), k); };
+  const bool streamed = install_kind == StoreOp::kLocalFinish;
+  EXPECT_EQ(count(StoreOp::kInstallLocal), streamed ? 0 : 1);
+  EXPECT_EQ(count(StoreOp::kLocalBegin), streamed ? 1 : 0);
+  EXPECT_EQ(count(StoreOp::kLocalFinish), streamed ? 1 : 0);
+  EXPECT_EQ(count(StoreOp::kLocalAbort), 0);
+  if (streamed) {
+    EXPECT_GE(count(StoreOp::kLocalAppend), int64_t(size / 4096));  // ~one per chunk
+  }
+  EXPECT_TRUE(s->node(puller).store.violations.empty());
+  EXPECT_TRUE(s->node(puller).store.local_writes.empty());
+}
+TEST(EngineTest, RestoredVersionIsPersistedAfterThePullReply) {
+  ExpectRestorePersistedAfterReply(30000, StoreOp::kLocalFinish);
+  ExpectRestorePersistedAfterReply(8000, StoreOp::kInstallLocal);
+}
+
+// The holder serving a pull dies mid-transfer: the local storage written so far is dropped
+// (kLocalAbort; the application's file is untouched) and the pull completes from the other holder.
+TEST(EngineTest, PullWhoseHolderDiesMidTransferRestartsTheLocalWrite) {
+  SimOptions o;
+  o.send_budget = 8 * 1024;  // a few chunks per pump, so the transfer is in flight for a while
+  auto s = Cluster(4, o);
+  Client c = Create(*s, 1, 11, "mid", 200000, {.replicas = 2});
+  const std::vector<uint8_t> model = Pattern(200000, 6);
+  ASSERT_TRUE(c.Commit({{0, model}}, true).ok());
+  auto holders = s->engine(2).ReplicaTargets("mid");
+  ASSERT_EQ(holders.size(), 2u);
+  uint32_t puller = 0;
+  for (uint32_t id = 2; id <= 4; id++)
+    if (std::find(holders.begin(), holders.end(), id) == holders.end()) puller = id;
+  s->Crash(1);
+  ASSERT_TRUE(s->Pump());
+  Client p(*s, puller, 21);
+  p.SendPull("mid");
+  // Step until the puller has begun writing its local storage, then kill the serving holder.
+  for (int i = 0; i < 400 && s->node(puller).store.local_writes.empty(); i++) s->Step();
+  ASSERT_FALSE(s->node(puller).store.local_writes.empty()) << "no local write was begun";
+  uint32_t serving = 0;
+  for (uint32_t h : holders)
+    if (s->node(h).engine && s->engine(h).counters().payload_bytes_sent > 0) serving = h;
+  ASSERT_NE(serving, 0u);
+  s->Crash(serving);
+  Version got;
+  Status st = p.Wait(&got);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(Bytes(s->node(puller).store.local.at("mid")) == model);
+  const auto& log = s->node(puller).store.log;
+  auto count = [&](StoreOp::Kind k) { return std::count(log.begin(), log.end(), k); };
+  EXPECT_EQ(count(StoreOp::kLocalBegin), 2);
+  EXPECT_EQ(count(StoreOp::kLocalAbort), 1);
+  EXPECT_EQ(count(StoreOp::kLocalFinish), 1);
+  EXPECT_TRUE(s->node(puller).store.local_writes.empty());
+  EXPECT_TRUE(s->node(puller).store.violations.empty());
 }
 
 TEST(EngineTest, PullOnBestReplicaIsALocalRestore) {

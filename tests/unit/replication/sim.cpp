@@ -35,6 +35,8 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
     fault.count--;
     failed_ops++;
     if (op.kind == StoreOp::kStreamAppend) streams.erase(op.meta.name);  // as the real store
+    if (op.kind == StoreOp::kLocalAppend || op.kind == StoreOp::kLocalFinish)
+      local_writes.erase(op.meta.name);
     return Err(fault.code, "injected store failure");
   }
   const std::string& name = op.meta.name;
@@ -126,6 +128,42 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
     case StoreOp::kStreamAbort:
       if (auto it = streams.find(name); it != streams.end() && it->second.version == op.version)
         streams.erase(it);
+      break;
+    case StoreOp::kLocalBegin:
+      local_writes[name] = {0, BlockImage::Zero(op.meta.size)};
+      break;
+    case StoreOp::kLocalAppend: {
+      auto it = local_writes.find(name);
+      if (it == local_writes.end()) return Err(Code::kNotFound, "no open local write");
+      LocalWrite& w = it->second;
+      if (op.offset != w.appended || op.image.size() != w.image.size() ||
+          op.length > w.image.size() - op.offset) {
+        violations.push_back("LocalAppend " + name + " at " + std::to_string(op.offset) +
+                             " after " + std::to_string(w.appended));
+        local_writes.erase(it);
+        return Err(Code::kInvalid, "append out of order");
+      }
+      std::vector<uint8_t> buf(op.length);
+      op.image.Read(op.offset, buf);
+      w.image.Write(op.offset, buf);
+      w.appended += op.length;
+      break;
+    }
+    case StoreOp::kLocalFinish: {
+      auto it = local_writes.find(name);
+      if (it == local_writes.end()) return Err(Code::kNotFound, "no open local write");
+      if (it->second.appended != it->second.image.size()) {
+        violations.push_back("LocalFinish " + name + " after " +
+                             std::to_string(it->second.appended) + " bytes");
+        local_writes.erase(it);
+        return Err(Code::kInvalid, "finish before the end");
+      }
+      local[name] = std::move(it->second.image);
+      local_writes.erase(it);
+      break;
+    }
+    case StoreOp::kLocalAbort:
+      local_writes.erase(name);
       break;
   }
   return Status::Ok();

@@ -68,6 +68,11 @@ class FakeStore {
     BlockImage image;
   };
   std::map<std::string, Stream> streams;
+  struct LocalWrite {  // an open kLocalBegin write
+    uint64_t appended = 0;
+    BlockImage image;
+  };
+  std::map<std::string, LocalWrite> local_writes;
   Fault fault;
   bool stall = false;  // completions are held until un-stalled (a hung disk)
   uint64_t ops = 0, failed_ops = 0, delta_without_base = 0;

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "common/codec.hpp"
 #include "tests/unit/store/test_util.hpp"
@@ -418,7 +419,9 @@ TEST_F(SegmentStoreTest, SpareBytesStayWithinTheBudget) {
   std::map<std::string, std::vector<uint8_t>> latest;
   for (uint64_t seq = 1; seq <= 4; seq++)
     for (const char* seg : {"a", "b"}) {
-      if (seq == 1) ASSERT_TRUE(store_->PutMeta(Meta(seg, size), false).ok());
+      if (seq == 1) {
+        ASSERT_TRUE(store_->PutMeta(Meta(seg, size), false).ok());
+      }
       latest[seg] = RandomBytes(size, seq * 10 + seg[0]);
       ASSERT_TRUE(store_->PutFull(seg, {1, seq}, BlockImage::FromBytes(latest[seg]), false).ok());
       ASSERT_TRUE(store_->Prune(seg, {1, seq}).ok());
@@ -785,6 +788,94 @@ TEST_F(SegmentStoreTest, InstallLocalReplacesAtomically) {
   ASSERT_TRUE(store_->RemoveLocal("loc").ok());
   EXPECT_FALSE(fs::exists(path));
   EXPECT_TRUE(store_->RemoveLocal("loc").ok());  // already gone
+}
+
+// A pull's restore written while it arrives: appends at chunk (not block) boundaries, holes kept,
+// the application's file untouched until FinishLocal replaces it.
+TEST_F(SegmentStoreTest, LocalWriteReplacesOnlyAtFinish) {
+  const uint64_t size = 70 * kBlockSize + 123;
+  BlockImage img = BlockImage::Zero(size);
+  img.Write(0, RandomBytes(20 * kBlockSize + 5, 1));
+  img.Write(40 * kBlockSize + 7, RandomBytes(30 * kBlockSize + 116, 2));  // to the end
+  BlockImage old = BlockImage::FromBytes(RandomBytes(size, 3));
+  const std::string path = store_->LocalPath("lw");
+  ASSERT_TRUE(store_->InstallLocal("lw", old, 0, 0, 0600).ok());
+
+  ASSERT_TRUE(store_->BeginLocal("lw", size).ok());
+  const uint64_t chunk = 1044480;  // ckptd's default chunk: not a multiple of the block size
+  for (uint64_t off = 0; off < size; off += chunk) {
+    ASSERT_TRUE(store_->AppendLocal("lw", img, off, std::min(chunk, size - off)).ok()) << off;
+    EXPECT_EQ(ReadFile(path), Bytes(old));  // not replaced yet
+  }
+  ASSERT_TRUE(store_->FinishLocal("lw", 1234, 2345, 0640).ok());
+  EXPECT_EQ(ReadFile(path), Bytes(img));
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  if (::geteuid() == 0) {
+    EXPECT_EQ(st.st_uid, 1234u);
+  }
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(opts_.shm_dir)) files.push_back(e.path().filename());
+  EXPECT_EQ(files, (std::vector<std::string>{"lw"}));  // no temp files left
+}
+
+// A daemon that crashed during a pull's local write left its temporary file (tmpfs memory): the
+// next start removes it, and nothing else.
+TEST_F(SegmentStoreTest, StartupRemovesLeftoverLocalTempFiles) {
+  ASSERT_TRUE(
+      store_->InstallLocal("keep", BlockImage::FromBytes(RandomBytes(100, 1)), 0, 0, 0600).ok());
+  ASSERT_TRUE(store_->BeginLocal("crashed", 4 * kBlockSize).ok());
+  auto names = [&] {
+    std::set<std::string> n;
+    for (auto& e : fs::directory_iterator(opts_.shm_dir)) n.insert(e.path().filename());
+    return n;
+  };
+  ASSERT_EQ(names().size(), 2u);
+  { std::ofstream(opts_.shm_dir + "/.app-file") << "not ours"; }  // no ".tmp-": kept
+  auto fresh = SegmentStore::Open(opts_);                         // what a restarted ckptd opens
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->LoadAll().ok());
+  EXPECT_EQ(names(), (std::set<std::string>{"keep", ".app-file"}));
+}
+
+TEST_F(SegmentStoreTest, BadLocalWritesFailAndKeepTheFile) {
+  const uint64_t size = 3 * kBlockSize;
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 4));
+  BlockImage old = BlockImage::FromBytes(RandomBytes(size, 5));
+  const std::string path = store_->LocalPath("bw");
+  ASSERT_TRUE(store_->InstallLocal("bw", old, 0, 0, 0600).ok());
+  auto temp_files = [&] {
+    size_t n = 0;
+    for (auto& e : fs::directory_iterator(opts_.shm_dir)) n += e.path().filename() != "bw";
+    return n;
+  };
+
+  EXPECT_EQ(store_->AppendLocal("bw", img, 0, 10).code(), Code::kNotFound);  // nothing open
+  EXPECT_EQ(store_->FinishLocal("bw", 0, 0, 0600).code(), Code::kNotFound);
+  EXPECT_EQ(store_->BeginLocal("../x", size).code(), Code::kBadName);
+
+  ASSERT_TRUE(store_->BeginLocal("bw", size).ok());
+  EXPECT_EQ(temp_files(), 1u);
+  ASSERT_TRUE(store_->AppendLocal("bw", img, 0, kBlockSize).ok());
+  EXPECT_EQ(store_->FinishLocal("bw", 0, 0, 0600).code(), Code::kInvalid);  // short
+  EXPECT_EQ(temp_files(), 0u);                                              // abandoned
+  EXPECT_EQ(store_->AppendLocal("bw", img, kBlockSize, kBlockSize).code(), Code::kNotFound);
+
+  ASSERT_TRUE(store_->BeginLocal("bw", size).ok());
+  EXPECT_EQ(store_->AppendLocal("bw", img, kBlockSize, 10).code(), Code::kInvalid);  // a gap
+  EXPECT_EQ(store_->AppendLocal("bw", img, 0, 10).code(), Code::kNotFound);          // abandoned
+  ASSERT_TRUE(store_->BeginLocal("bw", size).ok());
+  BlockImage other = BlockImage::Zero(size + 1);
+  EXPECT_EQ(store_->AppendLocal("bw", other, 0, 10).code(), Code::kInvalid);  // wrong size
+
+  ASSERT_TRUE(store_->BeginLocal("bw", size).ok());
+  ASSERT_TRUE(store_->BeginLocal("bw", size).ok());  // a new one drops the unfinished one
+  EXPECT_EQ(temp_files(), 1u);
+  store_->AbortLocal("bw");
+  store_->AbortLocal("bw");  // no-op
+  EXPECT_EQ(temp_files(), 0u);
+  EXPECT_EQ(ReadFile(path), Bytes(old));
 }
 
 TEST_F(SegmentStoreTest, EnsureLocalCreatesOrKeeps) {
