@@ -579,6 +579,20 @@ std::string VersionFile(Version v, Kind kind) {
 
 // ---- the store ---------------------------------------------------------------------------------
 
+// The checks of an append to a write in progress (a streamed version file, a local write): the
+// image has the write's size and [offset, +length) continues where the write stands.  `what`
+// names the write in the message.
+Status CheckAppend(const std::string& what, uint64_t size, uint64_t appended,
+                   const BlockImage& image, uint64_t offset, uint64_t length) {
+  if (image.size() != size)
+    return Err(Code::kInvalid, "append to " + what + ": image size differs from the write's");
+  if (offset != appended || length > size - offset)
+    return Err(Code::kInvalid, "append to " + what + " at " + std::to_string(offset) + "+" +
+                                   std::to_string(length) + ", expected offset " +
+                                   std::to_string(appended));
+  return Status::Ok();
+}
+
 // Writes image bytes [offset, +length) at the same offsets of fd (a file that starts as a hole of
 // the image's size, so all-zero blocks are skipped).  Consecutive non-zero blocks go out in one
 // pwritev of up to kRunBlocks pieces: a 64 MiB restore is 16 syscalls, not 1024.
@@ -765,14 +779,8 @@ class FileSegmentStore final : public SegmentStore {
     if (it == streams_.end() || it->second->version != v)
       return Err(Code::kNotFound, "no open write of " + name + " " + v.ToString());
     Stream& st = *it->second;
-    Status bad;
-    if (image.size() != st.size) {
-      bad = Err(Code::kInvalid, "append to " + name + ": image size differs from the version");
-    } else if (offset != st.appended || length > st.size - offset) {
-      bad = Err(Code::kInvalid, "append to " + name + " at " + std::to_string(offset) + "+" +
-                                    std::to_string(length) + ", expected offset " +
-                                    std::to_string(st.appended));
-    } else {
+    Status bad = CheckAppend(name, st.size, st.appended, image, offset, length);
+    if (bad.ok()) {
       st.sink->AddImageRange(image, offset, length);
       bad = st.sink->Drain();
       st.appended += length;
@@ -961,14 +969,8 @@ class FileSegmentStore final : public SegmentStore {
     if (it == local_writes_.end())
       return Err(Code::kNotFound, "no open write of local storage " + name);
     LocalWrite& w = it->second;
-    Status st;
-    if (image.size() != w.size) {
-      st = Err(Code::kInvalid, "append to local " + name + ": image size differs from the file");
-    } else if (offset != w.appended || length > w.size - offset) {
-      st = Err(Code::kInvalid, "append to local " + name + " at " + std::to_string(offset) + "+" +
-                                   std::to_string(length) + ", expected offset " +
-                                   std::to_string(w.appended));
-    } else {
+    Status st = CheckAppend("local " + name, w.size, w.appended, image, offset, length);
+    if (st.ok()) {
       st = WriteImageRange(w.fd.get(), w.tmp, image, offset, length);
       w.appended += length;
     }

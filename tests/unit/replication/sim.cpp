@@ -28,6 +28,17 @@ std::vector<uint8_t> Pattern(size_t n, uint64_t seed) {
 
 // ---- FakeStore -------------------------------------------------------------------------------
 
+bool FakeStore::Stream::AppendInOrder(const StoreOp& op) {
+  if (op.offset != appended || op.image.size() != image.size() ||
+      op.length > image.size() - op.offset)
+    return false;
+  std::vector<uint8_t> buf(op.length);
+  op.image.Read(op.offset, buf);
+  image.Write(op.offset, buf);
+  appended += op.length;
+  return true;
+}
+
 Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>& global) {
   ops++;
   log.push_back(op.kind);
@@ -97,18 +108,13 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
       auto it = streams.find(name);
       if (it == streams.end() || it->second.version != op.version)
         return Err(Code::kNotFound, "no open write");
-      Stream& st = it->second;
-      if (op.offset != st.appended || op.image.size() != st.image.size() ||
-          op.length > st.image.size() - op.offset) {
+      if (!it->second.AppendInOrder(op)) {
         violations.push_back("StreamAppend " + name + " " + op.version.ToString() + " at " +
-                             std::to_string(op.offset) + " after " + std::to_string(st.appended));
+                             std::to_string(op.offset) + " after " +
+                             std::to_string(it->second.appended));
         streams.erase(it);
         return Err(Code::kInvalid, "append out of order");
       }
-      std::vector<uint8_t> buf(op.length);
-      op.image.Read(op.offset, buf);
-      st.image.Write(op.offset, buf);
-      st.appended += op.length;
       break;
     }
     case StoreOp::kStreamFinish: {
@@ -130,23 +136,17 @@ Status FakeStore::Apply(const StoreOp& op, std::map<std::string, LoadedSegment>&
         streams.erase(it);
       break;
     case StoreOp::kLocalBegin:
-      local_writes[name] = {0, BlockImage::Zero(op.meta.size)};
+      local_writes[name] = {{}, 0, BlockImage::Zero(op.meta.size)};
       break;
     case StoreOp::kLocalAppend: {
       auto it = local_writes.find(name);
       if (it == local_writes.end()) return Err(Code::kNotFound, "no open local write");
-      LocalWrite& w = it->second;
-      if (op.offset != w.appended || op.image.size() != w.image.size() ||
-          op.length > w.image.size() - op.offset) {
+      if (!it->second.AppendInOrder(op)) {
         violations.push_back("LocalAppend " + name + " at " + std::to_string(op.offset) +
-                             " after " + std::to_string(w.appended));
+                             " after " + std::to_string(it->second.appended));
         local_writes.erase(it);
         return Err(Code::kInvalid, "append out of order");
       }
-      std::vector<uint8_t> buf(op.length);
-      op.image.Read(op.offset, buf);
-      w.image.Write(op.offset, buf);
-      w.appended += op.length;
       break;
     }
     case StoreOp::kLocalFinish: {

@@ -62,17 +62,16 @@ class FakeStore {
 
   std::map<std::string, Seg> segs;
   std::map<std::string, BlockImage> local;  // local storage (the owner application's file)
-  struct Stream {                           // an open kStreamBegin write
-    Version version;
+  struct Stream {                           // an open kStreamBegin (or kLocalBegin) write
+    Version version;                        // unused for a local write
     uint64_t appended = 0;
     BlockImage image;
+    // Copies op's image bytes [offset, +length) in; false (nothing copied) when they do not
+    // continue where the write stands or the image is not the write's size.
+    bool AppendInOrder(const StoreOp& op);
   };
   std::map<std::string, Stream> streams;
-  struct LocalWrite {  // an open kLocalBegin write
-    uint64_t appended = 0;
-    BlockImage image;
-  };
-  std::map<std::string, LocalWrite> local_writes;
+  std::map<std::string, Stream> local_writes;  // open kLocalBegin writes
   Fault fault;
   bool stall = false;  // completions are held until un-stalled (a hung disk)
   uint64_t ops = 0, failed_ops = 0, delta_without_base = 0;
