@@ -276,6 +276,7 @@ void Daemon::CreateEngine(uint32_t self_nodeid) {
     deferred_ipc_.clear();
   }
   engine_ = std::make_unique<repl::Engine>(ec);
+  engine_->OnTick(NowMs());  // set its clock before any input (the first timer tick is 100 ms away)
   engine_nodeid_ = self_nodeid;
   CKPT_ASSERT(loaded_.has_value());
   if (self_nodeid != kUnknownNodeid) {

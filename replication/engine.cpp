@@ -243,7 +243,8 @@ struct Pending {
 struct Engine::Impl {
   EngineConfig cfg;
   EngineCounters counters;
-  uint64_t now_ms = 0;
+  uint64_t now_ms = 0;         // the last OnTick's clock
+  bool clock_started = false;  // OnTick was called (see Engine::OnView)
   bool joined = false;
   std::map<uint32_t, std::set<uint32_t>> members;  // nodeid -> pids
   struct NodeRecord {
@@ -2537,12 +2538,20 @@ Engine::~Engine() = default;
 void Engine::LoadFromStore(std::vector<LoadedSegment> segments) {
   impl_->load(std::move(segments));
 }
-void Engine::OnView(const CpgView& view) { impl_->view(view); }
+// Deadlines are the last tick's now_ms plus a timeout: before the first tick they would be
+// relative to 0 and all expire at it (a call made in a new daemon's first 100 ms timed out at
+// once).  The caller ticks first (engine.hpp).
+void Engine::OnView(const CpgView& view) {
+  CKPT_ASSERT(impl_->clock_started);
+  impl_->view(view);
+}
 void Engine::OnDeliver(uint32_t nodeid, uint32_t, std::span<const uint8_t> message) {
+  CKPT_ASSERT(impl_->clock_started);
   impl_->deliver(nodeid, message);
 }
 void Engine::OnDisconnected() { impl_->disconnected(); }
 void Engine::OnClient(const Caller& caller, int32_t op, std::span<const uint8_t> body) {
+  CKPT_ASSERT(impl_->clock_started);
   impl_->client(caller, op, body);
 }
 void Engine::OnClientGone(uint64_t conn_id) { impl_->client_gone(conn_id); }
@@ -2550,7 +2559,11 @@ void Engine::OnStoreDone(uint64_t token, const Status& status) { impl_->store_do
 void Engine::OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>> loaded) {
   impl_->global_loaded(token, std::move(loaded));
 }
-void Engine::OnTick(uint64_t now_ms) { impl_->tick(now_ms); }
+void Engine::OnTick(uint64_t now_ms) {
+  CKPT_ASSERT(now_ms > 0 && now_ms >= impl_->now_ms);  // a monotonic clock
+  impl_->clock_started = true;
+  impl_->tick(now_ms);
+}
 
 Ready Engine::TakeReady(size_t send_budget_bytes) {
   impl_->flush_acks();

@@ -4,6 +4,9 @@
 //   inputs : LoadFromStore (startup), OnView (CPG confchg), OnDeliver (CPG message),
 //            OnDisconnected (corosync gone), OnClient / OnClientGone (libckpt IPC),
 //            OnStoreDone (completion of a StoreOp that carried a token), OnTick (time).
+//            The engine's clock is the last OnTick's now_ms (a monotonic clock in ms, > 0):
+//            call OnTick once before the first OnView, OnDeliver or OnClient (asserted), since
+//            every deadline is that clock plus a timeout.
 //   outputs: TakeReady(budget) returns what to do, in this order:
 //            1. store_ops   perform in order; report each op with a token via OnStoreDone.
 //            2. sends       multicast in order (CPG AGREED).  Persist-before-ack holds by
@@ -169,6 +172,7 @@ class Engine {
   void OnStoreDone(uint64_t token, const Status& status);
   // Result of a kLoadGlobal op (nullopt: none; error: unreadable/corrupt).
   void OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>> loaded);
+  // now_ms: a monotonic clock, never smaller than the last tick's.
   void OnTick(uint64_t now_ms);
 
   // Collects pending outputs; generates at most send_budget_bytes of DATA messages.

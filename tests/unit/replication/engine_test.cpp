@@ -1500,3 +1500,28 @@ TEST(EngineTest, CompressedSegmentReplicatesSmallerEverywhere) {
 
 }  // namespace
 }  // namespace ckpt::repl::sim
+
+// ---- the engine's clock -----------------------------------------------------------------------
+
+namespace ckpt::repl {
+namespace {
+
+// Every deadline is the engine's clock plus a timeout, and the clock is the last tick: an input
+// before the first tick would get deadlines relative to 0, which all expire at that tick (ckptd
+// once answered calls made in its first 100 ms with "operation timed out").  The caller ticks
+// first; anything else is a bug and stops the daemon.
+TEST(EngineClockTest, InputsBeforeTheFirstTickAreABug) {
+  EngineConfig c;
+  c.self_nodeid = 1;
+  c.node_name = "n1";
+  EXPECT_DEATH(Engine(c).OnView(CpgView{}), "assertion failed");
+  EXPECT_DEATH(Engine(c).OnClient(Caller{}, 0, {}), "assertion failed");
+  EXPECT_DEATH(Engine(c).OnDeliver(2, 1, {}), "assertion failed");
+  Engine e(c);
+  e.OnTick(5000);
+  EXPECT_DEATH(e.OnTick(4999), "assertion failed");  // monotonic
+  e.OnView(CpgView{});                               // fine once the clock is set
+}
+
+}  // namespace
+}  // namespace ckpt::repl
