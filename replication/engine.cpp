@@ -958,17 +958,15 @@ struct Engine::Impl {
 
   // Emits the next chunk of `x`; returns true when the transfer is complete.
   bool emit_chunk(Transfer& x) {
-    std::vector<DataPiece> pieces;
-    std::vector<uint8_t> scratch;
+    std::vector<PieceSpec> pieces;
     uint64_t budget = cfg.chunk_bytes;
-    // Gather up to chunk_bytes of pieces; pieces never cross a block boundary.
-    std::vector<std::pair<uint64_t, uint64_t>> spans;  // (offset, length)
+    // Gather up to chunk_bytes of pieces (ChunkCount's rule).
     while (budget > 0 && x.range_index < x.ranges.size()) {
       const ByteRange& r = x.ranges[x.range_index];
       uint64_t off = r.offset + x.range_offset;
       if (budget <= kPieceOverheadBytes) break;
       uint64_t n = std::min(budget - kPieceOverheadBytes, r.length - x.range_offset);
-      spans.push_back({off, n});
+      pieces.push_back({off, n});
       budget -= n + kPieceOverheadBytes;
       x.range_offset += n;
       if (x.range_offset == r.length) {
@@ -977,15 +975,12 @@ struct Engine::Impl {
       }
     }
     uint64_t total = 0;
-    for (auto& [o, n] : spans) total += n;
-    scratch.resize(total);
-    uint64_t pos = 0;
-    for (auto& [o, n] : spans) {
-      x.snapshot.Read(o, {scratch.data() + pos, n});
-      pieces.push_back({o, {scratch.data() + pos, n}});
-      pos += n;
-    }
-    ready.sends.push_back(EncodeData(x.header, pieces, x.compress));
+    for (const PieceSpec& p : pieces) total += p.length;
+    // The snapshot's bytes go straight into the message (no intermediate buffer).
+    ready.sends.push_back(EncodeData(
+        x.header, pieces,
+        [&](size_t i, std::span<uint8_t> out) { x.snapshot.Read(pieces[i].offset, out); },
+        x.compress));
     counters.data_wire_bytes_sent += ready.sends.back().size();
     counters.payload_bytes_sent += total;
     x.header.chunk_index++;

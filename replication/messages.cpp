@@ -2,6 +2,7 @@
 
 #include <zstd.h>
 
+#include <cstring>
 #include <memory>
 
 #include "common/checksum.hpp"
@@ -48,8 +49,21 @@ template std::vector<uint8_t> Encode(const FetchFailMsg&);
 
 std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces,
                                 bool compress) {
+  std::vector<PieceSpec> specs;
+  specs.reserve(pieces.size());
+  for (const auto& p : pieces) specs.push_back({p.offset, p.bytes.size()});
+  return EncodeData(
+      header, specs,
+      [&](size_t i, std::span<uint8_t> out) {
+        std::memcpy(out.data(), pieces[i].bytes.data(), out.size());
+      },
+      compress);
+}
+
+std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const PieceSpec> pieces,
+                                const PieceReader& read, bool compress) {
   size_t payload = 0;
-  for (const auto& p : pieces) payload += 12 + p.bytes.size();
+  for (const auto& p : pieces) payload += 12 + p.length;
   DataHeader h = header;
   h.n_pieces = static_cast<uint32_t>(pieces.size());
   h.encoding = static_cast<uint8_t>(DataEncoding::kRaw);
@@ -57,15 +71,22 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPi
   std::vector<uint8_t> out;
   out.reserve(kWireHeaderBytes + 256 + header.name.size() + 4 * header.targets.size() + payload);
   out.resize(kWireHeaderBytes);
+  // Appends the pieces block (u64 offset | u32 length | bytes, per piece) to `w`'s buffer; the
+  // bytes are read in place, so each is copied once.
+  auto write_pieces = [&](std::vector<uint8_t>* buf) {
+    Writer w(buf);
+    for (size_t i = 0; i < pieces.size(); i++) {
+      w.u64(pieces[i].offset);
+      w.u32(static_cast<uint32_t>(pieces[i].length));
+      size_t at = buf->size();
+      buf->resize(at + pieces[i].length);
+      read(i, {buf->data() + at, static_cast<size_t>(pieces[i].length)});
+    }
+  };
   if (compress && payload > 0 && payload <= kMaxDataRaw) {
     std::vector<uint8_t> raw;
     raw.reserve(payload);
-    Writer rw(&raw);
-    for (const auto& p : pieces) {
-      rw.u64(p.offset);
-      rw.u32(static_cast<uint32_t>(p.bytes.size()));
-      rw.bytes(p.bytes.data(), p.bytes.size());
-    }
+    write_pieces(&raw);
     // One compression context per thread, reused (creating one per message costs more than a
     // small chunk's compression).
     thread_local std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
@@ -74,23 +95,22 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPi
     size_t n = cctx ? ZSTD_compressCCtx(cctx.get(), packed.data(), packed.size(), raw.data(),
                                         raw.size(), /*level=*/1)
                     : 0;
+    ipc::FieldWriter fw{Writer(&out)};
     if (cctx && !ZSTD_isError(n) && n <= raw.size() - raw.size() / 16) {
       h.encoding = static_cast<uint8_t>(DataEncoding::kZstd);
       h.raw_len = static_cast<uint32_t>(raw.size());
-      ipc::FieldWriter fw{Writer(&out)};
       fw(h);
       fw.w.bytes(packed.data(), n);
-      FinishHeader(&out, MsgType::kData);
-      return out;
+    } else {
+      fw(h);
+      fw.w.bytes(raw.data(), raw.size());  // not worth it: the raw block, without reading again
     }
+    FinishHeader(&out, MsgType::kData);
+    return out;
   }
   ipc::FieldWriter fw{Writer(&out)};
   fw(h);
-  for (const auto& p : pieces) {
-    fw.w.u64(p.offset);
-    fw.w.u32(static_cast<uint32_t>(p.bytes.size()));
-    fw.w.bytes(p.bytes.data(), p.bytes.size());
-  }
+  write_pieces(&out);
   FinishHeader(&out, MsgType::kData);
   return out;
 }
