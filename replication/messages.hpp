@@ -5,8 +5,8 @@
 //   u32 reserved (0) | u64 XXH3-64 over header bytes [0,16) followed by the body.
 // Bodies are the fields() below in order (common/codec.hpp encodings: strings u16-length
 // prefixed, vectors u32-count prefixed).  DATA bodies end with raw pieces.
-// Decode() rejects anything malformed: bad magic/version/length/checksum, unknown type, truncated
-// or trailing bytes; the engine drops and counts such messages and carries on.
+// Decode() rejects anything malformed: bad magic/version/length/checksum, unknown type, truncated or
+// trailing bytes; the engine drops and counts such messages and carries on.
 #pragma once
 
 #include <cstdint>
@@ -47,21 +47,13 @@ struct NodeInfoMsg {
   static constexpr MsgType kType = MsgType::kNodeInfo;
   std::string name;
   uint8_t eligible = 1;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(eligible);
-  }
+  template <class F> void fields(F& f) { f(name); f(eligible); }
 };
 
 struct HolderEntry {
   uint32_t nodeid = 0;
   Version version;
-  template <class F>
-  void fields(F& f) {
-    f(nodeid);
-    f(version);
-  }
+  template <class F> void fields(F& f) { f(nodeid); f(version); }
 };
 
 // One catalog record.  Merging two records is a join (see Catalog::Merge): higher epoch wins the
@@ -76,22 +68,9 @@ struct CatalogEntry {
   uint8_t deleted = 0;
   Version latest;
   std::vector<HolderEntry> holders;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(size);
-    f(uid);
-    f(gid);
-    f(mode);
-    f(replicas);
-    f(versions_kept);
-    f(durability);
-    f(compression);
-    f(epoch);
-    f(owner);
-    f(deleted);
-    f(latest);
-    f(holders);
+  template <class F> void fields(F& f) {
+    f(name); f(size); f(uid); f(gid); f(mode); f(replicas); f(versions_kept); f(durability);
+    f(compression); f(epoch); f(owner); f(deleted); f(latest); f(holders);
   }
 };
 
@@ -103,12 +82,7 @@ struct CatalogMsg {
   std::vector<CatalogEntry> entries;
   uint8_t final = 0;
   std::vector<uint32_t> view_members;
-  template <class F>
-  void fields(F& f) {
-    f(entries);
-    f(final);
-    f(view_members);
-  }
+  template <class F> void fields(F& f) { f(entries); f(final); f(view_members); }
 };
 
 // Ownership compare-and-swap, applied in total order: succeeds iff the catalog's epoch for the
@@ -123,21 +97,9 @@ struct ClaimMsg {
   uint32_t uid = 0, gid = 0, mode = 0600, replicas = 1, versions_kept = 1, durability = 1;
   uint32_t compression = 0;
   uint32_t request_id = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(expected_epoch);
-    f(min_epoch);
-    f(reset);
-    f(size);
-    f(uid);
-    f(gid);
-    f(mode);
-    f(replicas);
-    f(versions_kept);
-    f(durability);
-    f(compression);
-    f(request_id);
+  template <class F> void fields(F& f) {
+    f(name); f(expected_epoch); f(min_epoch); f(reset); f(size); f(uid); f(gid); f(mode);
+    f(replicas); f(versions_kept); f(durability); f(compression); f(request_id);
   }
 };
 
@@ -145,22 +107,14 @@ struct ReleaseMsg {
   static constexpr MsgType kType = MsgType::kRelease;
   std::string name;
   uint64_t epoch = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(epoch);
-  }
+  template <class F> void fields(F& f) { f(name); f(epoch); }
 };
 
 struct DeleteMsg {
   static constexpr MsgType kType = MsgType::kDelete;
   std::string name;
   uint64_t expected_epoch = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(expected_epoch);
-  }
+  template <class F> void fields(F& f) { f(name); f(expected_epoch); }
 };
 
 enum class DataKind : uint8_t { kReplicate = 0, kFetch = 1 };
@@ -170,12 +124,12 @@ enum class DataKind : uint8_t { kReplicate = 0, kFetch = 1 };
 struct DataHeader {
   static constexpr MsgType kType = MsgType::kData;
   std::string name;
-  uint32_t xfer_id = 0;   // per-sender transfer number
-  Version version;        // version the receiver holds after applying the transfer
-  Version base;           // (0,0): full copy; else the version the pieces apply on top of
-  uint64_t size = 0;      // segment size
-  uint64_t checksum = 0;  // segment checksum of `version`
-  uint8_t kind = 0;       // DataKind
+  uint32_t xfer_id = 0;  // per-sender transfer number
+  Version version;       // version the receiver holds after applying the transfer
+  Version base;          // (0,0): full copy; else the version the pieces apply on top of
+  uint64_t size = 0;     // segment size
+  uint64_t checksum = 0; // segment checksum of `version`
+  uint8_t kind = 0;      // DataKind
   uint32_t request_id = 0;
   std::vector<uint32_t> targets;  // nodes that must store it
   uint32_t chunk_index = 0, chunk_count = 1;
@@ -184,22 +138,9 @@ struct DataHeader {
   // kRaw as is; kZstd as one zstd frame that inflates to exactly raw_len bytes (<= kMaxDataRaw).
   uint8_t encoding = 0;
   uint32_t raw_len = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(xfer_id);
-    f(version);
-    f(base);
-    f(size);
-    f(checksum);
-    f(kind);
-    f(request_id);
-    f(targets);
-    f(chunk_index);
-    f(chunk_count);
-    f(n_pieces);
-    f(encoding);
-    f(raw_len);
+  template <class F> void fields(F& f) {
+    f(name); f(xfer_id); f(version); f(base); f(size); f(checksum); f(kind); f(request_id);
+    f(targets); f(chunk_index); f(chunk_count); f(n_pieces); f(encoding); f(raw_len);
   }
 };
 
@@ -215,12 +156,7 @@ struct AckMsg {
   std::string name;
   Version version;
   uint32_t status = 0;  // AckStatus
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(version);
-    f(status);
-  }
+  template <class F> void fields(F& f) { f(name); f(version); f(status); }
 };
 
 // Asks `holder` to send `version` of the segment to the sender (DATA kind kFetch).
@@ -230,33 +166,21 @@ struct FetchMsg {
   Version version;
   uint32_t holder = 0;
   uint32_t request_id = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(version);
-    f(holder);
-    f(request_id);
-  }
+  template <class F> void fields(F& f) { f(name); f(version); f(holder); f(request_id); }
 };
 
 struct FetchFailMsg {
   static constexpr MsgType kType = MsgType::kFetchFail;
   std::string name;
   uint32_t requester = 0, request_id = 0;
-  template <class F>
-  void fields(F& f) {
-    f(name);
-    f(requester);
-    f(request_id);
-  }
+  template <class F> void fields(F& f) { f(name); f(requester); f(request_id); }
 };
 
 using AnyMsg = std::variant<NodeInfoMsg, CatalogMsg, ClaimMsg, ReleaseMsg, DeleteMsg, AckMsg,
                             FetchMsg, FetchFailMsg>;
 
 // Encodes a control message with its header.
-template <class T>
-std::vector<uint8_t> Encode(const T& msg);
+template <class T> std::vector<uint8_t> Encode(const T& msg);
 enum class DataEncoding : uint8_t { kRaw = 0, kZstd = 1 };
 // Largest pieces block a DATA message may carry (inflated): a whole chunk, which stays below the
 // unfragmented CPG message size.  A compressed block claiming more is rejected, never inflated.
