@@ -243,8 +243,7 @@ struct Pending {
 struct Engine::Impl {
   EngineConfig cfg;
   EngineCounters counters;
-  uint64_t now_ms = 0;         // the last OnTick's clock
-  bool clock_started = false;  // OnTick was called (see Engine::OnView)
+  uint64_t now_ms = 0;  // the last OnTick's clock; 0 until the first (OnTick asserts > 0)
   bool joined = false;
   std::map<uint32_t, std::set<uint32_t>> members;  // nodeid -> pids
   struct NodeRecord {
@@ -959,7 +958,7 @@ struct Engine::Impl {
   // Emits the next chunk of `x`; returns true when the transfer is complete.
   bool emit_chunk(Transfer& x) {
     std::vector<PieceSpec> pieces;
-    uint64_t budget = cfg.chunk_bytes;
+    uint64_t budget = cfg.chunk_bytes, total = 0;
     // Gather up to chunk_bytes of pieces (ChunkCount's rule).
     while (budget > 0 && x.range_index < x.ranges.size()) {
       const ByteRange& r = x.ranges[x.range_index];
@@ -967,6 +966,7 @@ struct Engine::Impl {
       if (budget <= kPieceOverheadBytes) break;
       uint64_t n = std::min(budget - kPieceOverheadBytes, r.length - x.range_offset);
       pieces.push_back({off, n});
+      total += n;
       budget -= n + kPieceOverheadBytes;
       x.range_offset += n;
       if (x.range_offset == r.length) {
@@ -974,8 +974,6 @@ struct Engine::Impl {
         x.range_offset = 0;
       }
     }
-    uint64_t total = 0;
-    for (const PieceSpec& p : pieces) total += p.length;
     // The snapshot's bytes go straight into the message (no intermediate buffer).
     ready.sends.push_back(EncodeData(
         x.header, pieces,
@@ -2537,16 +2535,16 @@ void Engine::LoadFromStore(std::vector<LoadedSegment> segments) {
 // relative to 0 and all expire at it (a call made in a new daemon's first 100 ms timed out at
 // once).  The caller ticks first (engine.hpp).
 void Engine::OnView(const CpgView& view) {
-  CKPT_ASSERT(impl_->clock_started);
+  CKPT_ASSERT(impl_->now_ms > 0);  // ticked
   impl_->view(view);
 }
 void Engine::OnDeliver(uint32_t nodeid, uint32_t, std::span<const uint8_t> message) {
-  CKPT_ASSERT(impl_->clock_started);
+  CKPT_ASSERT(impl_->now_ms > 0);  // ticked
   impl_->deliver(nodeid, message);
 }
 void Engine::OnDisconnected() { impl_->disconnected(); }
 void Engine::OnClient(const Caller& caller, int32_t op, std::span<const uint8_t> body) {
-  CKPT_ASSERT(impl_->clock_started);
+  CKPT_ASSERT(impl_->now_ms > 0);  // ticked
   impl_->client(caller, op, body);
 }
 void Engine::OnClientGone(uint64_t conn_id) { impl_->client_gone(conn_id); }
@@ -2556,7 +2554,6 @@ void Engine::OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>>
 }
 void Engine::OnTick(uint64_t now_ms) {
   CKPT_ASSERT(now_ms > 0 && now_ms >= impl_->now_ms);  // a monotonic clock
-  impl_->clock_started = true;
   impl_->tick(now_ms);
 }
 
