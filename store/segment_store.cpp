@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -81,17 +80,6 @@ class UniqueFd {
  private:
   int fd_;
 };
-
-struct XxhDeleter {
-  void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
-};
-using XxhState = std::unique_ptr<XXH3_state_t, XxhDeleter>;
-XxhState NewHash() {
-  XxhState s(XXH3_createState());
-  CKPT_ASSERT(s != nullptr);
-  XXH3_64bits_reset(s.get());
-  return s;
-}
 
 uint64_t NowUnixMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -238,12 +226,12 @@ uint64_t DeltaPayloadLen(const std::vector<ByteRange>& ranges) {
 // batches, so payloads are written straight from the image's blocks (never one big buffer).
 class RecordSink {
  public:
-  RecordSink(int fd, const std::string& path) : fd_(fd), path_(path), hash_(NewHash()) {}
+  RecordSink(int fd, const std::string& path) : fd_(fd), path_(path) {}
 
   // `p` must stay valid until the next Flush (i.e. until Finish).
   void Add(const void* p, size_t n) {
     if (n == 0 || !status_.ok()) return;
-    XXH3_64bits_update(hash_.get(), p, n);
+    hash_.Update(p, n);
     iov_.push_back({const_cast<void*>(p), n});
     bytes_ += n;
     if (iov_.size() == kMaxIov) status_ = Flush();
@@ -268,7 +256,7 @@ class RecordSink {
   Status Finish() {
     if (!status_.ok()) return status_;
     std::vector<uint8_t> trailer(8);
-    store_le64(trailer.data(), XXH3_64bits_digest(hash_.get()));
+    store_le64(trailer.data(), hash_.Digest());
     owned_.push_back(std::move(trailer));
     iov_.push_back({owned_.back().data(), 8});
     bytes_ += 8;
@@ -304,7 +292,7 @@ class RecordSink {
 
   int fd_;
   const std::string& path_;
-  XxhState hash_;
+  Checksum64Stream hash_;
   std::vector<iovec> iov_;
   std::vector<std::vector<uint8_t>> owned_;
   uint64_t bytes_ = 0;
@@ -381,7 +369,7 @@ Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsy
 class RecordSource {
  public:
   RecordSource(UniqueFd fd, std::string path, uint64_t file_size)
-      : fd_(std::move(fd)), path_(std::move(path)), file_size_(file_size), hash_(NewHash()) {}
+      : fd_(std::move(fd)), path_(std::move(path)), file_size_(file_size) {}
 
   // Opens `path`.  ENOENT -> kNotFound; other errors -> kIo.
   static Result<RecordSource> Open(const std::string& path) {
@@ -455,7 +443,7 @@ class RecordSource {
       size_t n = std::min<size_t>(kBlockSize - offset % kBlockSize, len_ - pos_);
       n = static_cast<size_t>(std::min<uint64_t>(n, length));
       const uint8_t* p = buf_.data() + pos_;
-      XXH3_64bits_update(hash_.get(), p, n);
+      hash_.Update(p, n);
       if (!skip_zero || !AllZero(p, n)) image->Write(offset, {p, n});
       pos_ += n;
       offset += n;
@@ -469,8 +457,7 @@ class RecordSource {
     if (payload_left_ != 0) return Corrupt(path_, "trailing bytes in payload");
     uint8_t t[8];
     CKPT_RETURN_IF_ERROR(ReadRaw(t, 8, false));
-    if (load_le64(t) != XXH3_64bits_digest(hash_.get()))
-      return Corrupt(path_, "record checksum mismatch");
+    if (load_le64(t) != hash_.Digest()) return Corrupt(path_, "record checksum mismatch");
     return Status::Ok();
   }
 
@@ -496,7 +483,7 @@ class RecordSource {
       if (pos_ == len_) CKPT_RETURN_IF_ERROR(Refill());
       size_t k = std::min(n, len_ - pos_);
       std::memcpy(out, buf_.data() + pos_, k);
-      if (hash) XXH3_64bits_update(hash_.get(), out, k);
+      if (hash) hash_.Update(out, k);
       pos_ += k;
       out += k;
       n -= k;
@@ -507,7 +494,7 @@ class RecordSource {
   UniqueFd fd_;
   std::string path_;
   uint64_t file_size_;
-  XxhState hash_;
+  Checksum64Stream hash_;
   uint64_t payload_left_ = 0;
   std::vector<uint8_t> buf_;  // read-ahead: buf_[pos_, len_) not consumed yet
   size_t pos_ = 0, len_ = 0;
