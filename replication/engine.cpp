@@ -977,7 +977,9 @@ struct Engine::Impl {
     // The snapshot's bytes go straight into the message (no intermediate buffer).
     ready.sends.push_back(EncodeData(
         x.header, pieces,
-        [&](size_t i, std::span<uint8_t> out) { x.snapshot.Read(pieces[i].offset, out); },
+        [&](size_t i, std::vector<uint8_t>* out) {
+          x.snapshot.AppendTo(pieces[i].offset, pieces[i].length, out);
+        },
         x.compress));
     counters.data_wire_bytes_sent += ready.sends.back().size();
     counters.payload_bytes_sent += total;

@@ -54,8 +54,8 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPi
   for (const auto& p : pieces) specs.push_back({p.offset, p.bytes.size()});
   return EncodeData(
       header, specs,
-      [&](size_t i, std::span<uint8_t> out) {
-        std::memcpy(out.data(), pieces[i].bytes.data(), out.size());
+      [&](size_t i, std::vector<uint8_t>* out) {
+        out->insert(out->end(), pieces[i].bytes.begin(), pieces[i].bytes.end());
       },
       compress);
 }
@@ -79,8 +79,8 @@ std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const PieceS
       w.u64(pieces[i].offset);
       w.u32(static_cast<uint32_t>(pieces[i].length));
       size_t at = buf->size();
-      buf->resize(at + pieces[i].length);
-      read(i, {buf->data() + at, static_cast<size_t>(pieces[i].length)});
+      read(i, buf);  // appends in place: the capacity was reserved, nothing is zero-filled
+      CKPT_ASSERT(buf->size() - at == pieces[i].length);
     }
   };
   if (compress && payload > 0 && payload <= kMaxDataRaw) {

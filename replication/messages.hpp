@@ -191,13 +191,14 @@ inline constexpr uint32_t kMaxDataRaw = 1024 * 1024;
 // incompressible state costs only the attempt.  header.encoding/raw_len are set here.
 std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const DataPiece> pieces,
                                 bool compress = false);
-// The same with each piece's bytes written straight into the message by read(i, out), where
-// out.size() == pieces[i].length (one copy from the source instead of two).
+// The same with each piece's bytes appended straight to the message by read(i, out), which must
+// append exactly pieces[i].length bytes to *out (one copy from the source, and no zero-filling
+// of the message first).
 struct PieceSpec {
   uint64_t offset = 0;
   uint64_t length = 0;
 };
-using PieceReader = std::function<void(size_t index, std::span<uint8_t> out)>;
+using PieceReader = std::function<void(size_t index, std::vector<uint8_t>* out)>;
 std::vector<uint8_t> EncodeData(const DataHeader& header, std::span<const PieceSpec> pieces,
                                 const PieceReader& read, bool compress = false);
 

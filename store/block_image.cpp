@@ -117,6 +117,20 @@ void BlockImage::Read(uint64_t offset, std::span<uint8_t> out) const {
   }
 }
 
+void BlockImage::AppendTo(uint64_t offset, uint64_t length, std::vector<uint8_t>* out) const {
+  CKPT_ASSERT(offset <= size_ && length <= size_ - offset);
+  uint64_t pos = offset;
+  uint64_t end = offset + length;
+  while (pos < end) {
+    size_t i = static_cast<size_t>(pos / kBlockSize);
+    size_t in_block = static_cast<size_t>(pos % kBlockSize);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(block_len(i) - in_block, end - pos));
+    const uint8_t* src = blocks_[i]->data + in_block;
+    out->insert(out->end(), src, src + n);
+    pos += n;
+  }
+}
+
 uint64_t BlockImage::checksum() const { return ComposeSegmentChecksum(size_, sums_); }
 
 uint64_t BlockImage::allocated_bytes() const {

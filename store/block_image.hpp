@@ -39,6 +39,8 @@ class BlockImage {
   void Write(uint64_t offset, std::span<const uint8_t> data);
   // Copies [offset, offset+out.size()) into out; the range must lie inside the image.
   void Read(uint64_t offset, std::span<uint8_t> out) const;
+  // Appends bytes [offset, offset+length) to *out (no zero-filled resize first).
+  void AppendTo(uint64_t offset, uint64_t length, std::vector<uint8_t>* out) const;
   // The segment checksum (common/checksum.hpp): O(block_count) over cached block sums.
   uint64_t checksum() const;
   // Bytes of private (non-zero-block) memory this image references, shared blocks included.

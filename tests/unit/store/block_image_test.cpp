@@ -79,6 +79,11 @@ TEST(BlockImageTest, RandomWritesMatchAFlatModel) {
       std::vector<uint8_t> got(len);
       img.Read(off, got);
       ASSERT_EQ(got, data);
+      // Appending the range after existing bytes leaves them and adds exactly the range.
+      std::vector<uint8_t> appended = {1, 2, 3};
+      img.AppendTo(off, len, &appended);
+      ASSERT_EQ(appended.size(), 3 + len);
+      ASSERT_TRUE(std::equal(data.begin(), data.end(), appended.begin() + 3));
     }
     EXPECT_EQ(Bytes(img), model);
   }
@@ -89,6 +94,8 @@ TEST(BlockImageTest, ZeroLengthWriteAndReadAtEnd) {
   img.Write(10, {});
   std::vector<uint8_t> none;
   img.Read(10, none);
+  img.AppendTo(10, 0, &none);
+  EXPECT_TRUE(none.empty());
   EXPECT_EQ(img.allocated_bytes(), 0u);
 }
 
@@ -158,6 +165,7 @@ TEST(BlockImageDeathTest, OutOfRangeAccessAborts) {
   EXPECT_DEATH(img.Read(99, two), "assertion failed");
   EXPECT_DEATH(img.Write(UINT64_MAX, two), "assertion failed");
   EXPECT_DEATH(img.Read(101, {}), "assertion failed");
+  EXPECT_DEATH(img.AppendTo(99, 2, &two), "assertion failed");
   EXPECT_DEATH(img.block(1), "assertion failed");
 }
 
