@@ -550,6 +550,9 @@ bool Sim::Complete(Node& n) {
       n.engine->OnStoreDone(c.token, c.status);
     }
   }
+  // A tick at the same time, as the daemon's timer may fire between any two inputs: it runs the
+  // engine's invariant checks (e.g. bytes held) right after store results changed its state.
+  if (n.engine) n.engine->OnTick(now_ms_);
   return true;
 }
 
