@@ -453,6 +453,7 @@ void Daemon::OnTimerTick() {
   if (now - last_arena_trim_ms_ >= block_arena::kTrimIntervalMs) {
     last_arena_trim_ms_ = now;
     block_arena::TrimIdle();
+    engine_->CheckInvariants();  // O(segments): every 10 s, not every tick
   }
   FlushOverflow();  // normally done on drained; cheap safety net
   Pump();

@@ -174,6 +174,9 @@ class Engine {
   void OnGlobalLoaded(uint64_t token, Result<std::optional<LoadedSegment>> loaded);
   // now_ms: a monotonic clock, never smaller than the last tick's.
   void OnTick(uint64_t now_ms);
+  // Asserts the consistency of the engine's derived state (running totals, timer index) with a
+  // scan of the whole catalog: O(segments), so callers run it now and then, not per input.
+  void CheckInvariants() const;
 
   // Collects pending outputs; generates at most send_budget_bytes of DATA messages.
   Ready TakeReady(size_t send_budget_bytes);

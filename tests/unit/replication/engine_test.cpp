@@ -1019,6 +1019,42 @@ TEST(EngineTest, SyncCommitTimesOut) {
   ExpectReplicated(*s, "to", model, *s->engine(1).LocalVersion("to"), 1);
 }
 
+// Flow control: while a target has not acknowledged a version, newer commits wait (and coalesce)
+// for up to 10 s (kAckWaitMs) from that transfer; then the owner stops waiting and sends the
+// latest.  Idle ticks afterwards send nothing.
+TEST(EngineTest, UnacknowledgedTargetIsWaitedForOnlyUntilTheAckWaitEnds) {
+  auto s = Cluster(3);
+  Client c = Create(*s, 1, 11, "aw", 4096, {.replicas = 1});
+  uint32_t t = s->engine(1).ReplicaTargets("aw").at(0);
+  s->node(t).store.stall = true;  // t receives but never acknowledges
+  c.SendCommit({{0, Pattern(100, 1)}}, 0, 0);
+  ASSERT_TRUE(s->Pump());
+  auto transfers = [&] {
+    const EngineCounters& k = s->engine(1).counters();
+    return k.full_transfers_sent + k.delta_transfers_sent;
+  };
+  const uint64_t first = transfers();
+  c.SendCommit({{200, Pattern(100, 2)}}, 0, 0);
+  ASSERT_TRUE(s->Pump());
+  s->Tick(9000);
+  ASSERT_TRUE(s->Pump());
+  EXPECT_EQ(transfers(), first) << "sent while the target had not acknowledged";
+  s->Tick(1500);  // past kAckWaitMs
+  ASSERT_TRUE(s->Pump());
+  EXPECT_EQ(transfers(), first + 1);
+  s->Unstall(t);
+  ASSERT_TRUE(s->Pump());
+  std::vector<uint8_t> model(4096, 0);
+  ApplyPieces(model, {{0, Pattern(100, 1)}, {200, Pattern(100, 2)}});
+  ExpectReplicated(*s, "aw", model, *s->engine(1).LocalVersion("aw"), 1);
+  const uint64_t settled = transfers();
+  for (int i = 0; i < 5; i++) {
+    s->Tick(11000);
+    ASSERT_TRUE(s->Pump());
+  }
+  EXPECT_EQ(transfers(), settled);
+}
+
 // ckpt_flush_all: one request, one answer once every segment the connection has open has R
 // copies of its latest version.
 TEST(EngineTest, FlushAllWaitsForEverySegmentOfTheConnection) {

@@ -550,9 +550,7 @@ bool Sim::Complete(Node& n) {
       n.engine->OnStoreDone(c.token, c.status);
     }
   }
-  // A tick at the same time, as the daemon's timer may fire between any two inputs: it runs the
-  // engine's invariant checks (e.g. bytes held) right after store results changed its state.
-  if (n.engine) n.engine->OnTick(now_ms_);
+  if (n.engine) n.engine->CheckInvariants();  // store results change held bytes, timers
   return true;
 }
 
@@ -581,7 +579,10 @@ bool Sim::Pump() {
 void Sim::Tick(uint64_t advance_ms) {
   now_ms_ += advance_ms;
   for (auto& [id, n] : nodes_)
-    if (n->up) n->engine->OnTick(now_ms_);
+    if (n->up) {
+      n->engine->OnTick(now_ms_);
+      n->engine->CheckInvariants();
+    }
 }
 
 void Sim::Unstall(uint32_t id) { node(id).store.stall = false; }
