@@ -906,6 +906,10 @@ struct Engine::Impl {
     std::map<Version, std::vector<uint32_t>> by_base;  // current version -> targets
     std::vector<uint32_t> need_full;
     for (uint32_t t : tg) {
+      // A member whose CATALOG for this sync round is still on its way may hold the latest
+      // already (a restarted replica announces its store there): nothing is sent to it before
+      // then; the catalog's delivery schedules again.
+      if (sync_waiting.count(t)) continue;
       Version cur = std::max(s.sent[t], holder_version(s, t));
       if (s.force_full.count(t)) cur = s.sent[t];
       if (cur >= latest.version) continue;
