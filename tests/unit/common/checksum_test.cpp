@@ -58,5 +58,24 @@ TEST(ChecksumTest, StreamEqualsOneShotForAnySplit) {
   EXPECT_EQ(Checksum64Concat(a, b), XXH3_64bits(data.data(), 100777));
 }
 
+// The segment checksum's definition (checksum.hpp), built by hand: XXH3-64 of le64(size) followed
+// by le64 of every block sum.
+TEST(ChecksumTest, SegmentChecksumIsXxh3OfSizeAndBlockSums) {
+  for (size_t blocks : {0ul, 1ul, 63ul, 64ul, 65ul, 16384ul}) {
+    std::vector<uint64_t> sums(blocks);
+    std::mt19937_64 rng(blocks);
+    for (auto& x : sums) x = rng();
+    uint64_t size = blocks * kBlockSize - (blocks ? 100 : 0);
+    std::vector<uint8_t> flat;
+    auto put = [&](uint64_t v) {
+      for (int i = 0; i < 8; i++) flat.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    };
+    put(size);
+    for (uint64_t x : sums) put(x);
+    EXPECT_EQ(ComposeSegmentChecksum(size, sums), XXH3_64bits(flat.data(), flat.size()))
+        << blocks << " blocks";
+  }
+}
+
 }  // namespace
 }  // namespace ckpt
