@@ -368,11 +368,16 @@ Status WriteRecordFile(const std::string& dir, const std::string& file, bool fsy
 // header declared (which ReadHeader checked against the file size).
 class RecordSource {
  public:
-  RecordSource(UniqueFd fd, std::string path, uint64_t file_size)
-      : fd_(std::move(fd)), path_(std::move(path)), file_size_(file_size) {}
+  RecordSource(UniqueFd fd, std::string path, uint64_t file_size, uint64_t read_ahead)
+      : fd_(std::move(fd)),
+        path_(std::move(path)),
+        file_size_(file_size),
+        read_ahead_(read_ahead) {}
 
-  // Opens `path`.  ENOENT -> kNotFound; other errors -> kIo.
-  static Result<RecordSource> Open(const std::string& path) {
+  // Opens `path`.  ENOENT -> kNotFound; other errors -> kIo.  `read_ahead`: bytes per read()
+  // (kMaxHeaderBytes when only the header is wanted: a whole-chunk read-ahead would read a small
+  // version file in full to learn its header).
+  static Result<RecordSource> Open(const std::string& path, uint64_t read_ahead = kReadChunkBytes) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (fd.get() < 0) {
       int err = errno;
@@ -382,7 +387,7 @@ class RecordSource {
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("stat", path, errno);
     if (!S_ISREG(st.st_mode)) return Corrupt(path, "not a regular file");
-    return RecordSource(std::move(fd), path, static_cast<uint64_t>(st.st_size));
+    return RecordSource(std::move(fd), path, static_cast<uint64_t>(st.st_size), read_ahead);
   }
 
   const std::string& path() const { return path_; }
@@ -464,7 +469,7 @@ class RecordSource {
  private:
   Status Refill() {
     if (buf_.empty()) {
-      buf_.resize(static_cast<size_t>(std::clamp<uint64_t>(file_size_, 1, kReadChunkBytes)));
+      buf_.resize(static_cast<size_t>(std::clamp<uint64_t>(file_size_, 1, read_ahead_)));
     }
     for (;;) {
       ssize_t r = ::read(fd_.get(), buf_.data(), buf_.size());
@@ -494,6 +499,7 @@ class RecordSource {
   UniqueFd fd_;
   std::string path_;
   uint64_t file_size_;
+  uint64_t read_ahead_;
   Checksum64Stream hash_;
   uint64_t payload_left_ = 0;
   std::vector<uint8_t> buf_;  // read-ahead: buf_[pos_, len_) not consumed yet
@@ -1169,7 +1175,9 @@ class FileSegmentStore final : public SegmentStore {
       Version v;
       Kind kind;
       if (!ParseVersionFile(f, &v, &kind)) continue;
-      auto src = RecordSource::Open(SegDir(name) + "/" + f);
+      // Headers only: the first write of a segment indexes its directory, which then holds the
+      // file just written (a 1 MiB version was read back whole for its ~100-byte header).
+      auto src = RecordSource::Open(SegDir(name) + "/" + f, kMaxHeaderBytes);
       RecordHeader h;
       if (!src.ok() || !src->ReadHeader(&h).ok() || h.kind != kind || h.version != v) continue;
       if (idx.count(v) && kind == Kind::kDelta) continue;  // a full file wins
