@@ -102,33 +102,31 @@ void BlockImage::Write(uint64_t offset, std::span<const uint8_t> data) {
   }
 }
 
-void BlockImage::Read(uint64_t offset, std::span<uint8_t> out) const {
-  CKPT_ASSERT(offset <= size_ && out.size() <= size_ - offset);
-  uint8_t* dst = out.data();
+template <class F>
+void BlockImage::VisitRange(uint64_t offset, uint64_t length, F f) const {
+  CKPT_ASSERT(offset <= size_ && length <= size_ - offset);
   uint64_t pos = offset;
-  uint64_t end = offset + out.size();
+  const uint64_t end = offset + length;
   while (pos < end) {
     size_t i = static_cast<size_t>(pos / kBlockSize);
     size_t in_block = static_cast<size_t>(pos % kBlockSize);
     size_t n = static_cast<size_t>(std::min<uint64_t>(block_len(i) - in_block, end - pos));
-    std::memcpy(dst, blocks_[i]->data + in_block, n);
-    dst += n;
+    f(blocks_[i]->data + in_block, n);
     pos += n;
   }
 }
 
+void BlockImage::Read(uint64_t offset, std::span<uint8_t> out) const {
+  uint8_t* dst = out.data();
+  VisitRange(offset, out.size(), [&](const uint8_t* src, size_t n) {
+    std::memcpy(dst, src, n);
+    dst += n;
+  });
+}
+
 void BlockImage::AppendTo(uint64_t offset, uint64_t length, std::vector<uint8_t>* out) const {
-  CKPT_ASSERT(offset <= size_ && length <= size_ - offset);
-  uint64_t pos = offset;
-  uint64_t end = offset + length;
-  while (pos < end) {
-    size_t i = static_cast<size_t>(pos / kBlockSize);
-    size_t in_block = static_cast<size_t>(pos % kBlockSize);
-    size_t n = static_cast<size_t>(std::min<uint64_t>(block_len(i) - in_block, end - pos));
-    const uint8_t* src = blocks_[i]->data + in_block;
-    out->insert(out->end(), src, src + n);
-    pos += n;
-  }
+  VisitRange(offset, length,
+             [&](const uint8_t* src, size_t n) { out->insert(out->end(), src, src + n); });
 }
 
 uint64_t BlockImage::checksum() const { return ComposeSegmentChecksum(size_, sums_); }

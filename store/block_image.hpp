@@ -50,6 +50,10 @@ class BlockImage {
   struct Block;
   static const std::shared_ptr<Block>& ZeroBlock();  // kBlockSize zero bytes, never written
   size_t block_len(size_t i) const;
+  // Calls f(bytes, n) for the pieces of [offset, offset+length) block by block, in order; the
+  // range must lie inside the image.
+  template <class F>
+  void VisitRange(uint64_t offset, uint64_t length, F f) const;
   uint64_t size_ = 0;
   std::vector<std::shared_ptr<Block>> blocks_;
   std::vector<uint64_t> sums_;
