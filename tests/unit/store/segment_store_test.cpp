@@ -147,6 +147,30 @@ TEST_F(SegmentStoreTest, OpenCreatesDirectories) {
   EXPECT_TRUE(segs->empty());
 }
 
+// Directories are made parent first, however many are missing, each with the store's mode, also
+// when local storage is made again under a running store (LocalStorageDirectoryIsRecreated).
+TEST_F(SegmentStoreTest, MissingDirectoriesAreMadeAtAnyDepth) {
+  StoreOptions deep;
+  deep.state_dir = dir_.path() + "/a/b/c/state";
+  deep.shm_dir = dir_.path() + "/x/y/shm";
+  auto s = SegmentStore::Open(deep);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  struct stat st;
+  for (const std::string& d : {dir_.path() + "/a", dir_.path() + "/a/b/c", deep.state_dir}) {
+    ASSERT_EQ(::stat(d.c_str(), &st), 0) << d;
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << d;
+  }
+  ASSERT_EQ(::stat((dir_.path() + "/x").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+
+  fs::remove_all(dir_.path() + "/x");
+  BlockImage img = BlockImage::FromBytes(RandomBytes(100, 3));
+  ASSERT_TRUE((*s)->InstallLocal("loc", img, ::geteuid(), ::getegid(), 0600).ok());
+  ASSERT_EQ(::stat((dir_.path() + "/x/y").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_EQ(ReadFile(deep.shm_dir + "/loc"), Bytes(img));
+}
+
 TEST_F(SegmentStoreTest, OpenFailsWithPathInMessage) {
   WriteFile(dir_.path() + "/plainfile", {1});
   StoreOptions bad;
