@@ -19,16 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/random_bytes.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+using ckpt::testing::RandomBytes;
 
 int RunCommand(const std::string& cmd, std::string* out = nullptr) {
   std::string full = cmd + " 2>&1";

@@ -10,22 +10,19 @@
 #include <random>
 #include <vector>
 
+#include "tests/random_bytes.hpp"
+
 namespace ckpt {
 namespace {
 
-std::vector<uint8_t> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
+using testing::RandomBytes;
 
 TEST(ChecksumTest, KnownValue) {
   EXPECT_EQ(Checksum64(nullptr, 0), 0x2D06800538D394C2ull);  // XXH3-64 of no bytes, seed 0
 }
 
 TEST(ChecksumTest, EqualsPlainXxh3AtEveryCodePathLength) {
-  std::vector<uint8_t> data = Random(3 << 20, 7);
+  std::vector<uint8_t> data = RandomBytes(3 << 20, 7);
   std::vector<size_t> lengths;
   for (size_t n = 0; n <= 2100; n++) lengths.push_back(n);
   for (size_t n : {4095ul, 4096ul, 65535ul, 65536ul, 65537ul, 1044480ul, 1048576ul, 3ul << 20})
@@ -40,7 +37,7 @@ TEST(ChecksumTest, EqualsPlainXxh3AtEveryCodePathLength) {
 }
 
 TEST(ChecksumTest, StreamEqualsOneShotForAnySplit) {
-  std::vector<uint8_t> data = Random(1 << 20, 11);
+  std::vector<uint8_t> data = RandomBytes(1 << 20, 11);
   std::mt19937 rng(3);
   for (int round = 0; round < 50; round++) {
     size_t total = round == 0 ? 0 : rng() % data.size();

@@ -7,11 +7,11 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "store/block_image.hpp"
+#include "tests/random_bytes.hpp"
 
 namespace ckpt::testing {
 
@@ -34,13 +34,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-inline std::vector<uint8_t> RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; i++) v[i] = static_cast<uint8_t>(rng());
-  return v;
-}
 
 inline std::vector<uint8_t> Bytes(const BlockImage& img) {
   std::vector<uint8_t> v(img.size());
