@@ -59,9 +59,9 @@ trap on_exit EXIT
 # A leftover of an aborted earlier run would make `up` refuse.
 lab down
 
-say "lab up 3 --pacemaker"
+say "lab up 3 --pacemaker --totem seqno_unchanged_const=3"
 t=$SECONDS
-lab up 3 --pacemaker
+lab up 3 --pacemaker --totem seqno_unchanged_const=3
 up_secs=$((SECONDS - t))
 say "ok: up took ${up_secs} s"
 crm_mon_shows n1 "Online: [ n1 n2 n3 ]" || fail "crm_mon on n1 does not show 3 nodes online"
@@ -71,6 +71,9 @@ crm_mon_shows n1 "Online: [ n1 n2 n3 ]" || fail "crm_mon on n1 does not show 3 n
 rc=0; lab exec n3 sh -c 'exit 42' || rc=$?
 ((rc == 42)) || fail "lab exec did not return the command's exit code (got $rc)"
 say "ok: crm_mon on n1 shows n1 n2 n3 online"
+[[ $(lab exec n2 corosync-cmapctl -g runtime.config.totem.seqno_unchanged_const) == *"= 3" ]] ||
+  fail "corosync on n2 does not run with --totem seqno_unchanged_const=3"
+say "ok: --totem reached corosync's runtime configuration"
 
 say "cut n3"
 lab cut n3
