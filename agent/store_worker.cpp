@@ -37,11 +37,16 @@ uint64_t WeightOf(const repl::StoreOp& op) {
 }
 
 // Small, fsync-free operations may run on the loop thread (see the header).  The image size
-// bounds what the store may write (a delta can turn into a whole-version compaction); reading a
-// global copy (any size) always goes to the thread.
-bool RunsInline(const repl::StoreOp& op, uint64_t bytes) {
-  return op.kind != repl::StoreOp::kLoadGlobal && !op.fsync &&
-         std::max<uint64_t>(bytes, op.image.size()) <= StoreWorker::kInlineMaxBytes;
+// bounds what the store may write, except for a delta, which the store is asked about (it turns
+// into a whole-version write when it compacts its chain; a small delta into a large segment is
+// small); reading a global copy (any size) always goes to the thread.
+bool RunsInline(SegmentStore* store, const repl::StoreOp& op, uint64_t bytes) {
+  if (op.kind == repl::StoreOp::kLoadGlobal || op.fsync) return false;
+  const uint64_t writes =
+      op.kind == repl::StoreOp::kPutDelta
+          ? store->DeltaWriteBytes(op.meta.name, op.base, op.ranges, op.image.size())
+          : std::max<uint64_t>(bytes, op.image.size());
+  return writes <= StoreWorker::kInlineMaxBytes;
 }
 
 }  // namespace
@@ -87,7 +92,7 @@ uint64_t StoreWorker::Submit(repl::StoreOp op) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (jobs_.empty() && !running_ && std::chrono::steady_clock::now() >= inline_paused_until_ &&
-        RunsInline(job.op, job.bytes)) {
+        RunsInline(store_, job.op, job.bytes)) {
       // Nothing before it is pending, and only this thread submits: the order is kept.
       lock.unlock();
       Completion done = RunInline(job);

@@ -9,10 +9,11 @@
 //  - Every operation yields a Completion, delivered on the loop thread (from a qb_loop poll
 //    handler on an eventfd) in submission order.  completed_seq() is the sequence number of the
 //    last delivered completion: every operation up to it has finished.
-//  - A small operation (at most kInlineMaxBytes written, no fsync) submitted while nothing is
-//    queued or running runs at once on the loop thread: a thread hand-off and a wake-up each way
-//    cost more than writing 64 KiB to the page cache, and on a busy node every wake-up is a
-//    context switch.  Its completion is delivered by the next DeliverInline() (the caller's, once
+//  - A small operation (at most kInlineMaxBytes written, no fsync; for a delta, what the store
+//    says it would write, SegmentStore::DeltaWriteBytes) submitted while nothing is queued or
+//    running runs at once on the loop thread: a thread hand-off and a wake-up each way cost more
+//    than writing 64 KiB to the page cache, and on a busy node every wake-up is a context
+//    switch.  Its completion is delivered by the next DeliverInline() (the caller's, once
 //    it has submitted a batch), never from inside Submit().  An inline op that took longer than
 //    kInlineSlow and slept in the kernel meanwhile (dirty-page throttling, a journal commit, a
 //    stalled disk; not mere preemption) sends every op to the thread for kInlinePause, so a slow

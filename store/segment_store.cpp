@@ -681,7 +681,7 @@ class FileSegmentStore final : public SegmentStore {
                    .segment_checksum = 0,
                    .stored_unix_ms = NowUnixMs(),
                    .payload_len = payload.size()};
-    return Write(meta.name, "meta", fsync, [&](RecordSink& s) {
+    return Write(meta.name, "meta", /*bytes=*/0, fsync, [&](RecordSink& s) {
       s.AddOwned(EncodeHeader(h));
       s.Add(payload.data(), payload.size());
     });
@@ -710,10 +710,8 @@ class FileSegmentStore final : public SegmentStore {
     uint64_t payload_len = DeltaPayloadLen(ranges);
     auto it = idx.find(base);
     // Compaction (and the fallback when the base is not stored): write a full file instead.
-    if (it == idx.end() || it->second.size != image.size() ||
-        it->second.chain_bytes + payload_len > image.size()) {
+    if (!ExtendsChain(idx, base, payload_len, image.size()))
       return PutFullLocked(name, v, image, fsync);
-    }
     uint64_t chain_bytes = it->second.chain_bytes + payload_len;
     CKPT_RETURN_IF_ERROR(EnsureSegDir(name, fsync));
     RecordHeader h{.kind = Kind::kDelta,
@@ -724,22 +722,31 @@ class FileSegmentStore final : public SegmentStore {
                    .segment_checksum = image.checksum(),
                    .stored_unix_ms = NowUnixMs(),
                    .payload_len = payload_len};
-    CKPT_RETURN_IF_ERROR(Write(name, VersionFile(v, Kind::kDelta), fsync, [&](RecordSink& s) {
-      s.AddOwned(EncodeHeader(h));
-      std::vector<uint8_t> count(4);
-      store_le32(count.data(), static_cast<uint32_t>(ranges.size()));
-      s.AddOwned(std::move(count));
-      for (const ByteRange& r : ranges) {
-        std::vector<uint8_t> rh(16);
-        store_le64(rh.data(), r.offset);
-        store_le64(rh.data() + 8, r.length);
-        s.AddOwned(std::move(rh));
-        s.AddImageRange(image, r.offset, r.length);
-      }
-    }));
+    CKPT_RETURN_IF_ERROR(
+        Write(name, VersionFile(v, Kind::kDelta), payload_len, fsync, [&](RecordSink& s) {
+          s.AddOwned(EncodeHeader(h));
+          std::vector<uint8_t> count(4);
+          store_le32(count.data(), static_cast<uint32_t>(ranges.size()));
+          s.AddOwned(std::move(count));
+          for (const ByteRange& r : ranges) {
+            std::vector<uint8_t> rh(16);
+            store_le64(rh.data(), r.offset);
+            store_le64(rh.data() + 8, r.length);
+            s.AddOwned(std::move(rh));
+            s.AddImageRange(image, r.offset, r.length);
+          }
+        }));
     RetireReplaced(name, v, Kind::kFull);
     idx[v] = {Kind::kDelta, base, chain_bytes, image.size()};
     return Status::Ok();
+  }
+
+  uint64_t DeltaWriteBytes(const std::string& name, Version base,
+                           const std::vector<ByteRange>& ranges, uint64_t segment_size) override {
+    if (!ValidateSegmentName(name).ok()) return segment_size;
+    std::lock_guard lock(mu_);
+    uint64_t payload_len = DeltaPayloadLen(ranges);
+    return ExtendsChain(Index(name), base, payload_len, segment_size) ? payload_len : segment_size;
   }
 
   Status BeginFull(const std::string& name, Version v, uint64_t size,
@@ -751,8 +758,8 @@ class FileSegmentStore final : public SegmentStore {
     auto st = std::make_unique<Stream>();
     st->version = v;
     st->size = size;
-    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), TakeSpare(name), &st->tmp,
-                             &st->tmp_bytes);
+    auto fd = OpenRecordTemp(SegDir(name), VersionFile(v, Kind::kFull), TakeSpare(name, size),
+                             &st->tmp, &st->tmp_bytes);
     if (!fd.ok()) return fd.status();
     st->fd = std::move(*fd);
     st->sink = std::make_unique<RecordSink>(st->fd.get(), st->tmp);
@@ -1057,6 +1064,16 @@ class FileSegmentStore final : public SegmentStore {
     return opt_.global_dir + "/" + name + ".ckpt";
   }
 
+  // Whether a delta of payload_len bytes on `base` is appended to base's chain (else PutDelta
+  // writes a whole version): the base is stored at this size and the chain stays smaller than
+  // a whole version.
+  static bool ExtendsChain(const SegIndex& idx, Version base, uint64_t payload_len,
+                           uint64_t segment_size) {
+    auto it = idx.find(base);
+    return it != idx.end() && it->second.size == segment_size &&
+           it->second.chain_bytes + payload_len <= segment_size;
+  }
+
   // Creates the segment's directory once per process (this runs before every version file, and
   // an existing directory would cost a mkdir and a stat each time).  DropSegment forgets it.
   Status EnsureSegDir(const std::string& name, bool fsync) {
@@ -1069,9 +1086,11 @@ class FileSegmentStore final : public SegmentStore {
   }
 
   // Writes a record file of segment `name`, into one of its spares when it has one.
+  // `bytes`: at least the record's size (what TakeSpare matches spares against).
   template <class Fill>
-  Status Write(const std::string& name, const std::string& file, bool fsync, Fill fill) {
-    return WriteIn(SegDir(name), file, fsync, TakeSpare(name), fill);
+  Status Write(const std::string& name, const std::string& file, uint64_t bytes, bool fsync,
+               Fill fill) {
+    return WriteIn(SegDir(name), file, fsync, TakeSpare(name, bytes), fill);
   }
   template <class Fill>
   Status WriteIn(const std::string& dir, const std::string& file, bool fsync, SpareFile spare,
@@ -1088,12 +1107,14 @@ class FileSegmentStore final : public SegmentStore {
 
   // Retires a version file of segment `name`: renamed to a spare (a temporary name, so a
   // restart deletes it) for the next record of the segment to overwrite, or unlinked when the
-  // segment has kMaxSparesPerSegment already.  Creating a file per version costs ext4 an inode
-  // allocation that scans past recently deleted inodes (with many small segments that scan was
-  // a third of ckptd's CPU), and writing into fresh page cache costs a page allocation per
-  // 4 KiB (a 256 MiB version streamed ~15% slower that way).
+  // segment has kMaxSparesPerSegment already (or the store kMaxSpareFiles).  Creating a file per
+  // version costs ext4 an inode allocation that scans past recently deleted inodes (with many
+  // small segments that scan was a third of ckptd's CPU), and writing into fresh page cache
+  // costs a page allocation per 4 KiB (a 256 MiB version streamed ~15% slower that way).  A
+  // compaction retires a whole delta chain at once; kept as spares, its files take the next
+  // chain's deltas, so a segment's file count stays what its longest chain needed.
   Status Retire(const std::string& name, const std::string& path) {
-    if (spares_[name].size() < kMaxSparesPerSegment) {
+    if (HasRoomForSpare(name)) {
       std::string spare = SegDir(name) + "/.spare.tmp-" + std::to_string(++spare_seq_);
       if (::rename(path.c_str(), spare.c_str()) == 0) {
         AddSpare(name, std::move(spare));
@@ -1117,11 +1138,11 @@ class FileSegmentStore final : public SegmentStore {
   // Keeps `path` (a temporary file of `name`) as a spare.  Its bytes count against
   // StoreOptions::spare_budget_bytes; beyond it the file is emptied (only the inode is reused).
   void AddSpare(const std::string& name, std::string path) {
-    std::vector<SpareFile>& spares = spares_[name];
-    if (spares.size() >= kMaxSparesPerSegment) {
+    if (!HasRoomForSpare(name)) {
       ::unlink(path.c_str());
       return;
     }
+    std::vector<SpareFile>& spares = spares_[name];
     struct stat st;
     uint64_t bytes = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
     if (bytes > 0 && spare_bytes_ + bytes > opt_.spare_budget_bytes) {
@@ -1129,16 +1150,35 @@ class FileSegmentStore final : public SegmentStore {
       bytes = ::truncate(path.c_str(), 0) == 0 ? 0 : bytes;
     }
     spare_bytes_ += bytes;
+    spare_files_++;
     spares.push_back({std::move(path), bytes});
   }
 
-  // A spare of `name` to write the next record into (path "" if none).
-  SpareFile TakeSpare(const std::string& name) {
+  bool HasRoomForSpare(const std::string& name) const {
+    if (spare_files_ >= kMaxSpareFiles) return false;
+    auto it = spares_.find(name);
+    return it == spares_.end() || it->second.size() < kMaxSparesPerSegment;
+  }
+
+  // A spare of `name` to write a record of at least `bytes` into (path "" if none): the smallest
+  // that holds it, since writing into a larger one truncates the rest (a synchronous discard on
+  // a file system mounted with `discard`), else the largest (it grows the least).  So a delta
+  // takes a retired delta's file, not the whole version a compaction retired with them.
+  SpareFile TakeSpare(const std::string& name, uint64_t bytes) {
     auto it = spares_.find(name);
     if (it == spares_.end() || it->second.empty()) return {};
-    SpareFile sp = std::move(it->second.back());
-    it->second.pop_back();
+    std::vector<SpareFile>& spares = it->second;
+    size_t best = 0;
+    for (size_t i = 1; i < spares.size(); i++) {
+      const uint64_t have = spares[i].bytes, chosen = spares[best].bytes;
+      const bool fits = have >= bytes, chosen_fits = chosen >= bytes;
+      if (fits ? (!chosen_fits || have < chosen) : (!chosen_fits && have > chosen)) best = i;
+    }
+    SpareFile sp = std::move(spares[best]);
+    if (best + 1 != spares.size()) spares[best] = std::move(spares.back());
+    spares.pop_back();
     spare_bytes_ -= sp.bytes;
+    spare_files_--;
     counters_.spares_reused++;
     return sp;
   }
@@ -1147,6 +1187,7 @@ class FileSegmentStore final : public SegmentStore {
     auto it = spares_.find(name);
     if (it == spares_.end()) return;
     for (const SpareFile& sp : it->second) spare_bytes_ -= sp.bytes;
+    spare_files_ -= it->second.size();
     spares_.erase(it);
   }
 
@@ -1160,10 +1201,11 @@ class FileSegmentStore final : public SegmentStore {
                    .segment_checksum = image.checksum(),
                    .stored_unix_ms = NowUnixMs(),
                    .payload_len = image.size()};
-    CKPT_RETURN_IF_ERROR(Write(name, VersionFile(v, Kind::kFull), fsync, [&](RecordSink& s) {
-      s.AddOwned(EncodeHeader(h));
-      s.AddImageRange(image, 0, image.size());
-    }));
+    CKPT_RETURN_IF_ERROR(
+        Write(name, VersionFile(v, Kind::kFull), image.size(), fsync, [&](RecordSink& s) {
+          s.AddOwned(EncodeHeader(h));
+          s.AddImageRange(image, 0, image.size());
+        }));
     RetireReplaced(name, v, Kind::kDelta);
     Index(name)[v] = {Kind::kFull, {}, 0, image.size()};
     return Status::Ok();
@@ -1332,10 +1374,14 @@ class FileSegmentStore final : public SegmentStore {
   // deletes them with the other temporary files.
   // At most opt_.spare_budget_bytes of their bytes are kept (disk space, and page cache the next
   // write overwrites instead of allocating).
-  static constexpr size_t kMaxSparesPerSegment = 2;
+  // At most kMaxSparesPerSegment per segment (a delta chain of 4 KiB records in a 1 MiB segment
+  // has 256 files) and kMaxSpareFiles in all (their paths are in memory).
+  static constexpr size_t kMaxSparesPerSegment = 256;
+  static constexpr size_t kMaxSpareFiles = 65536;
   // A spare's bytes: its size when retired (counted in spare_bytes_).
   std::map<std::string, std::vector<SpareFile>> spares_;
   uint64_t spare_bytes_ = 0;
+  size_t spare_files_ = 0;
   uint64_t spare_seq_ = 0;
   // Open BeginFull writes, at most one per segment.  Their temporary files are never deleted by
   // LoadSegment's clean-up while open.

@@ -9,9 +9,11 @@
 // (common/checksum.hpp) is stored too and verified when the version is rebuilt.  Files are written
 // to a temporary name, fsync'ed when `fsync` is true, renamed into place, and the directory
 // fsync'ed.  A retired version file becomes a spare (a temporary name) that the segment's next
-// record overwrites, so a stream of versions does not create and delete a file each (at most
-// two per segment and spare_budget_bytes in all keep their bytes; so a segment may briefly
-// use up to versions_kept + 2 files of disk).  A file
+// record overwrites, so a stream of versions does not create and delete a file each; a delta
+// takes the smallest spare that holds it.  A segment keeps as many spares as its last prune
+// retired (a compaction retires a whole delta chain), at most 256, 65,536 in the store;
+// spare_budget_bytes of them in all keep their bytes.  So a segment uses at most as many
+// files as its longest delta chain needed, plus versions_kept.  A file
 // that fails any check is renamed to *.corrupt, counted, and never served; the versions that
 // depend on it are dropped (another holder's copy is used instead).
 // Deltas are compacted: when the chain since the last full file grows past the segment size,
@@ -88,6 +90,13 @@ class SegmentStore {
   virtual Status PutDelta(const std::string& name, Version v, Version base,
                           const std::vector<ByteRange>& ranges, const BlockImage& image,
                           bool fsync) = 0;
+  // The bytes PutDelta(name, _, base, ranges, an image of segment_size bytes, _) would write if
+  // called now: the delta record's payload, or segment_size when it would write a whole version
+  // instead (the base is not stored, its size differs, or the delta chain would outgrow a whole
+  // version: compaction).  Lets a caller tell a small delta from a whole-version write before
+  // choosing where to run it.
+  virtual uint64_t DeltaWriteBytes(const std::string& name, Version base,
+                                   const std::vector<ByteRange>& ranges, uint64_t segment_size) = 0;
   // A full version written in pieces as it arrives: BeginFull opens a temporary record (and
   // aborts an unfinished one of the segment), AppendFull adds image bytes [offset, +length) where
   // offset is what was appended so far, FinishFull (once `size` bytes were appended) completes

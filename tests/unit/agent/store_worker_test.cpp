@@ -60,6 +60,14 @@ class RecordingStore final : public SegmentStore {
                   const BlockImage&, bool) override {
     return Record("delta " + name + " " + v.ToString());
   }
+  // What DeltaWriteBytes answers: the delta's bytes, or the whole segment (a compaction).
+  void DeltasCompact(bool compact) { deltas_compact_ = compact; }
+  uint64_t DeltaWriteBytes(const std::string&, Version, const std::vector<ByteRange>& ranges,
+                           uint64_t segment_size) override {
+    uint64_t n = 0;
+    for (const ByteRange& r : ranges) n += r.length;
+    return deltas_compact_ ? segment_size : n;
+  }
   Status BeginFull(const std::string&, Version, uint64_t, uint64_t) override { return {}; }
   Status AppendFull(const std::string&, Version, const BlockImage&, uint64_t, uint64_t) override {
     return {};
@@ -106,6 +114,7 @@ class RecordingStore final : public SegmentStore {
   std::string slow_name_;
   std::chrono::milliseconds slow_{0};
   bool blocked_ = false, released_ = false;
+  bool deltas_compact_ = false;
 };
 
 repl::StoreOp Full(const std::string& name, uint64_t seq, uint64_t bytes, bool fsync = false) {
@@ -115,6 +124,19 @@ repl::StoreOp Full(const std::string& name, uint64_t seq, uint64_t bytes, bool f
   op.version = Version{1, seq};
   op.image = BlockImage::Zero(bytes);
   op.fsync = fsync;
+  op.token = seq;
+  return op;
+}
+
+// A delta of `dirty` bytes at offset 0 of a `segment_bytes` segment, on version (1, seq - 1).
+repl::StoreOp Delta(const std::string& name, uint64_t seq, uint64_t segment_bytes, uint64_t dirty) {
+  repl::StoreOp op;
+  op.kind = repl::StoreOp::kPutDelta;
+  op.meta.name = name;
+  op.version = Version{1, seq};
+  op.base = Version{1, seq - 1};
+  op.ranges = {ByteRange{0, dirty}};
+  op.image = BlockImage::Zero(segment_bytes);
   op.token = seq;
   return op;
 }
@@ -178,6 +200,21 @@ TEST_F(StoreWorkerTest, LargeFsyncAndGlobalReadOpsRunOnTheWorkerThread) {
   ASSERT_EQ(calls.size(), 3u);
   for (const auto& c : calls) EXPECT_NE(c.thread, loop_thread_) << c.what;
   EXPECT_EQ(delivered_, (std::vector<uint64_t>{1, 2, 3}));
+}
+
+// A 4 KiB delta into a 1 MiB segment writes 4 KiB, unless the store would compact the chain
+// (then it writes the whole 1 MiB): the store's answer decides, not the segment's size.
+TEST_F(StoreWorkerTest, ASmallDeltaIntoALargeSegmentRunsInlineUnlessTheStoreWouldCompact) {
+  worker_->Submit(Delta("big", 2, 1 << 20, 4096));
+  worker_->DeliverInline();
+  store_.DeltasCompact(true);
+  worker_->Submit(Delta("big", 3, 1 << 20, 4096));
+  worker_->Drain();
+  auto calls = store_.Calls();
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0].thread, loop_thread_) << calls[0].what;
+  EXPECT_NE(calls[1].thread, loop_thread_) << calls[1].what;
+  EXPECT_EQ(delivered_, (std::vector<uint64_t>{1, 2}));
 }
 
 TEST_F(StoreWorkerTest, SmallOpsQueueBehindWorkInProgressAndKeepTheOrder) {

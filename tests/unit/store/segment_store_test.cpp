@@ -270,8 +270,13 @@ TEST_F(SegmentStoreTest, DeltasAreCompactedIntoFullFiles) {
   ASSERT_TRUE(store_->PutMeta(Meta("compact", size), false).ok());
   BlockImage img = BlockImage::Zero(size);
   ASSERT_TRUE(store_->PutFull("compact", {1, 1}, img, false).ok());
+  const uint64_t record = 4 + 16 + chunk;  // range count, the range's header, its bytes
   for (uint64_t s = 2; s <= 5; s++) {
     img.Write(0, RandomBytes(chunk, static_cast<uint32_t>(s)));
+    // DeltaWriteBytes says beforehand which of the two PutDelta writes.
+    EXPECT_EQ(store_->DeltaWriteBytes("compact", {1, s - 1}, {{0, chunk}}, size),
+              s == 4 ? size : record)
+        << s;
     ASSERT_TRUE(store_->PutDelta("compact", {1, s}, {1, s - 1}, {{0, chunk}}, img, false).ok());
   }
   // Chain bytes: 100K, 200K, then 300K > 256K -> full; then a new chain starts.
@@ -288,7 +293,11 @@ TEST_F(SegmentStoreTest, DeltasAreCompactedIntoFullFiles) {
 TEST_F(SegmentStoreTest, DeltaOnUnknownBaseIsStoredFull) {
   ASSERT_TRUE(store_->PutMeta(Meta("nobase", 1000), false).ok());
   BlockImage img = BlockImage::FromBytes(RandomBytes(1000, 1));
+  EXPECT_EQ(store_->DeltaWriteBytes("nobase", {1, 4}, {{0, 10}}, 1000), 1000u);
   ASSERT_TRUE(store_->PutDelta("nobase", {1, 5}, {1, 4}, {{0, 10}}, img, false).ok());
+  // Stored at another size than the delta's image: a whole version too.
+  EXPECT_EQ(store_->DeltaWriteBytes("nobase", {1, 5}, {{0, 10}}, 2000), 2000u);
+  EXPECT_EQ(store_->DeltaWriteBytes("nobase", {1, 5}, {{0, 10}}, 1000), 4u + 16 + 10);
   EXPECT_TRUE(fs::exists(VFile("nobase", {1, 5}, ".full")));
   auto segs = Reload();
   ASSERT_EQ(segs[0].versions.size(), 1u);
@@ -389,7 +398,7 @@ TEST_F(SegmentStoreTest, PruneKeepsWhatKeptVersionsDependOn) {
   }
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"1-6.full", "meta"}));
-  EXPECT_LE(spares.size(), 2u);  // retired files kept for reuse, at most two per segment
+  EXPECT_EQ(spares.size(), 3u);  // the three retired files, kept for the next records
   EXPECT_TRUE(store_->Prune("never-stored", {1, 1}).ok());
 }
 
@@ -423,6 +432,60 @@ TEST_F(SegmentStoreTest, RetiredFilesAreReusedAndNeverLoaded) {
   ExpectReloadsAsOnly({1, 22}, last);
   for (auto& e : fs::directory_iterator(SegDir("r")))
     EXPECT_FALSE(std::string(e.path().filename()).starts_with(".spare.tmp-"));
+}
+
+// A compaction retires its whole delta chain; the next chain's deltas are written into those
+// files (no new inodes), each into a retired delta's file rather than the whole version retired
+// with them, and the segment's directory never holds more files than one chain needed.
+TEST_F(SegmentStoreTest, DeltaChainsReuseTheFilesTheirCompactionRetired) {
+  const uint64_t size = 4 * kBlockSize;  // 256 KiB: a chain of 10 KiB deltas has 25 files
+  const uint64_t dirty = 10 * 1024;
+  ASSERT_TRUE(store_->PutMeta(Meta("chain", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+  ASSERT_TRUE(store_->PutFull("chain", {1, 1}, img, false).ok());
+  auto dir_files = [&] {
+    size_t n = 0;
+    for (auto& e : fs::directory_iterator(SegDir("chain"))) n += e.is_regular_file();
+    return n;
+  };
+  auto largest_spare = [&] {
+    uint64_t n = 0;
+    for (auto& e : fs::directory_iterator(SegDir("chain")))
+      if (std::string(e.path().filename()).starts_with(".spare.tmp-"))
+        n = std::max<uint64_t>(n, fs::file_size(e.path()));
+    return n;
+  };
+  uint64_t seq = 1;
+  size_t most_files = 0;
+  // Commits until the second compaction; count the files written into spares meanwhile.
+  uint64_t fulls = 0, reused_in_second_chain = 0, deltas_in_second_chain = 0;
+  while (fulls < 2) {
+    seq++;
+    img.Write((seq * 4096) % (size - dirty), RandomBytes(dirty, static_cast<uint32_t>(seq)));
+    const bool compacts =
+        store_->DeltaWriteBytes("chain", {1, seq - 1}, {{0, dirty}}, size) == size;
+    const uint64_t reused_before = store_->counters().spares_reused;
+    ASSERT_TRUE(store_
+                    ->PutDelta("chain", {1, seq}, {1, seq - 1},
+                               {{(seq * 4096) % (size - dirty), dirty}}, img, false)
+                    .ok());
+    if (compacts) {
+      fulls++;
+      EXPECT_TRUE(fs::exists(VFile("chain", {1, seq}, ".full"))) << seq;
+      ASSERT_TRUE(store_->Prune("chain", {1, seq}).ok());  // retires the chain before it
+      if (fulls == 1) EXPECT_GE(largest_spare(), size);    // the old whole version is a spare
+    } else if (fulls == 1) {
+      deltas_in_second_chain++;
+      reused_in_second_chain += store_->counters().spares_reused - reused_before;
+      // Each delta took a retired delta's file: the whole version's file is still a spare.
+      EXPECT_GE(largest_spare(), size) << seq;
+    }
+    most_files = std::max(most_files, dir_files());
+  }
+  EXPECT_GT(deltas_in_second_chain, 20u);
+  EXPECT_EQ(reused_in_second_chain, deltas_in_second_chain);
+  EXPECT_LE(most_files, 2u + deltas_in_second_chain + 2u);  // meta, full, chain, spares
+  ExpectReloadsAsOnly({1, seq}, Bytes(img));
 }
 
 // Retired files keep their bytes up to the store's spare budget; beyond it a retired file keeps
