@@ -434,6 +434,33 @@ TEST_F(SegmentStoreTest, RetiredFilesAreReusedAndNeverLoaded) {
     EXPECT_FALSE(std::string(e.path().filename()).starts_with(".spare.tmp-"));
 }
 
+// Prune retires what is older than the root (full version) of every kept version's chain, and
+// nothing the kept chains rest on; a delta off the chain (on an older base than its predecessor)
+// stays until a compaction moves the root past it.
+TEST_F(SegmentStoreTest, PruneRetiresWhatIsOlderThanTheKeptChainsRoot) {
+  const uint64_t size = 4 * kBlockSize;
+  ASSERT_TRUE(store_->PutMeta(Meta("off", size), false).ok());
+  BlockImage img = BlockImage::FromBytes(RandomBytes(size, 1));
+  ASSERT_TRUE(store_->PutFull("off", {1, 1}, img, false).ok());
+  BlockImage v2 = img;
+  v2.Write(0, RandomBytes(10, 2));
+  ASSERT_TRUE(store_->PutDelta("off", {1, 2}, {1, 1}, {{0, 10}}, v2, false).ok());
+  img.Write(100, RandomBytes(10, 3));  // v3 rests on v1, not on v2
+  ASSERT_TRUE(store_->PutDelta("off", {1, 3}, {1, 1}, {{100, 10}}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("off", {1, 3}).ok());
+  EXPECT_TRUE(fs::exists(VFile("off", {1, 1}, ".full")));   // v3's base
+  EXPECT_TRUE(fs::exists(VFile("off", {1, 2}, ".delta")));  // off the chain: kept for now
+  auto segs = Reload();
+  ASSERT_EQ(segs.size(), 1u);
+  ASSERT_EQ(VersionsOf(segs[0]), (std::vector<Version>{{1, 1}, {1, 2}, {1, 3}}));
+  EXPECT_EQ(Bytes(segs[0].versions[1].image), Bytes(v2));
+  EXPECT_EQ(Bytes(segs[0].versions[2].image), Bytes(img));
+  store_ = Open();
+  ASSERT_TRUE(store_->PutFull("off", {1, 4}, img, false).ok());
+  ASSERT_TRUE(store_->Prune("off", {1, 4}).ok());
+  ExpectReloadsAsOnly({1, 4}, Bytes(img));
+}
+
 // A compaction retires its whole delta chain; the next chain's deltas are written into those
 // files (no new inodes), each into a retired delta's file rather than the whole version retired
 // with them, and the segment's directory never holds more files than one chain needed.
