@@ -708,11 +708,10 @@ class FileSegmentStore final : public SegmentStore {
     std::lock_guard lock(mu_);
     auto& idx = Index(name);
     uint64_t payload_len = DeltaPayloadLen(ranges);
-    auto it = idx.find(base);
     // Compaction (and the fallback when the base is not stored): write a full file instead.
-    if (!ExtendsChain(idx, base, payload_len, image.size()))
-      return PutFullLocked(name, v, image, fsync);
-    uint64_t chain_bytes = it->second.chain_bytes + payload_len;
+    const Entry* base_entry = ChainBase(idx, base, payload_len, image.size());
+    if (!base_entry) return PutFullLocked(name, v, image, fsync);
+    uint64_t chain_bytes = base_entry->chain_bytes + payload_len;
     CKPT_RETURN_IF_ERROR(EnsureSegDir(name, fsync));
     RecordHeader h{.kind = Kind::kDelta,
                    .name = name,
@@ -737,7 +736,7 @@ class FileSegmentStore final : public SegmentStore {
           }
         }));
     RetireReplaced(name, v, Kind::kFull);
-    idx[v] = {Kind::kDelta, base, chain_bytes, image.size(), it->second.root};
+    idx[v] = {Kind::kDelta, base, chain_bytes, image.size(), base_entry->root};
     return Status::Ok();
   }
 
@@ -746,7 +745,7 @@ class FileSegmentStore final : public SegmentStore {
     if (!ValidateSegmentName(name).ok()) return segment_size;
     std::lock_guard lock(mu_);
     uint64_t payload_len = DeltaPayloadLen(ranges);
-    return ExtendsChain(Index(name), base, payload_len, segment_size) ? payload_len : segment_size;
+    return ChainBase(Index(name), base, payload_len, segment_size) ? payload_len : segment_size;
   }
 
   Status BeginFull(const std::string& name, Version v, uint64_t size,
@@ -1062,14 +1061,16 @@ class FileSegmentStore final : public SegmentStore {
     return opt_.global_dir + "/" + name + ".ckpt";
   }
 
-  // Whether a delta of payload_len bytes on `base` is appended to base's chain (else PutDelta
-  // writes a whole version): the base is stored at this size and the chain stays smaller than
-  // a whole version.
-  static bool ExtendsChain(const SegIndex& idx, Version base, uint64_t payload_len,
-                           uint64_t segment_size) {
+  // The entry of `base` when a delta of payload_len bytes on it is appended to its chain, else
+  // null (PutDelta writes a whole version): the base is stored at this size and the chain stays
+  // smaller than a whole version.
+  static const Entry* ChainBase(const SegIndex& idx, Version base, uint64_t payload_len,
+                                uint64_t segment_size) {
     auto it = idx.find(base);
-    return it != idx.end() && it->second.size == segment_size &&
-           it->second.chain_bytes + payload_len <= segment_size;
+    if (it == idx.end() || it->second.size != segment_size ||
+        it->second.chain_bytes + payload_len > segment_size)
+      return nullptr;
+    return &it->second;
   }
 
   // Creates the segment's directory once per process (this runs before every version file, and
@@ -1084,7 +1085,7 @@ class FileSegmentStore final : public SegmentStore {
   }
 
   // Writes a record file of segment `name`, into one of its spares when it has one.
-  // `bytes`: at least the record's size (what TakeSpare matches spares against).
+  // `bytes`: no more than the record's size (what TakeSpare matches spares against).
   template <class Fill>
   Status Write(const std::string& name, const std::string& file, uint64_t bytes, bool fsync,
                Fill fill) {
@@ -1110,7 +1111,7 @@ class FileSegmentStore final : public SegmentStore {
   // small segments that scan was a third of ckptd's CPU), and writing into fresh page cache
   // costs a page allocation per 4 KiB (a 256 MiB version streamed ~15% slower that way).  A
   // compaction retires a whole delta chain at once; kept as spares, its files take the next
-  // chain's deltas, so a segment's file count stays what its longest chain needed.
+  // chain's deltas instead of new files.
   Status Retire(const std::string& name, const std::string& path) {
     if (HasRoomForSpare(name)) {
       std::string spare = SegDir(name) + "/.spare.tmp-" + std::to_string(++spare_seq_);

@@ -10,10 +10,10 @@
 // to a temporary name, fsync'ed when `fsync` is true, renamed into place, and the directory
 // fsync'ed.  A retired version file becomes a spare (a temporary name) that the segment's next
 // record overwrites, so a stream of versions does not create and delete a file each; a delta
-// takes the smallest spare that holds it.  A segment keeps as many spares as its last prune
-// retired (a compaction retires a whole delta chain), at most 256, 65,536 in the store;
-// spare_budget_bytes of them in all keep their bytes.  So a segment uses at most as many
-// files as its longest delta chain needed, plus versions_kept.  A file
+// takes the smallest spare that holds it.  The files its prunes retire (a compaction retires a
+// whole delta chain) stay as spares, at most 256 per segment and 65,536 in the store;
+// spare_budget_bytes of them in all keep their bytes.  So a segment uses up to versions_kept
+// plus its longest delta chain plus 256 files of disk.  A file
 // that fails any check is renamed to *.corrupt, counted, and never served; the versions that
 // depend on it are dropped (another holder's copy is used instead).
 // Deltas are compacted: when the chain since the last full file grows past the segment size,

@@ -500,7 +500,9 @@ TEST_F(SegmentStoreTest, DeltaChainsReuseTheFilesTheirCompactionRetired) {
       fulls++;
       EXPECT_TRUE(fs::exists(VFile("chain", {1, seq}, ".full"))) << seq;
       ASSERT_TRUE(store_->Prune("chain", {1, seq}).ok());  // retires the chain before it
-      if (fulls == 1) EXPECT_GE(largest_spare(), size);    // the old whole version is a spare
+      if (fulls == 1) {
+        EXPECT_GE(largest_spare(), size);  // the old whole version is a spare
+      }
     } else if (fulls == 1) {
       deltas_in_second_chain++;
       reused_in_second_chain += store_->counters().spares_reused - reused_before;
